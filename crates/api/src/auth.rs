@@ -1,0 +1,96 @@
+//! The bearer-token extractor and the authorization checks every handler uses.
+
+use std::future::{Ready, ready};
+use std::sync::Arc;
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, web};
+use svalbard_core::auth::{Caller, Role};
+use svalbard_core::ids::TenantId;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The verified caller of a request.
+pub struct Auth(pub Caller);
+
+impl FromRequest for Auth {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authenticate(req).map(Auth))
+    }
+}
+
+fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
+    let state = req
+        .app_data::<web::Data<Arc<AppState>>>()
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("application state missing")))?;
+    let value = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::Unauthorized("an `Authorization: Bearer <token>` header is required".into()))?;
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized("the Authorization header is not valid text".into()))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::Unauthorized("the Authorization header must use the Bearer scheme".into()))?;
+    let caller = state.verifier.verify(token).map_err(|e| ApiError::Unauthorized(e.0))?;
+    let span = tracing::Span::current();
+    span.record("subject", caller.subject.as_str());
+    Ok(caller)
+}
+
+impl Auth {
+    /// The tenant of the path, if this caller reaches it; another tenant's is "not found".
+    pub fn tenant(&self, tenant: TenantId) -> Result<TenantId, ApiError> {
+        if self.0.reaches(tenant) {
+            tracing::Span::current().record("tenant_id", tracing::field::display(tenant));
+            Ok(tenant)
+        } else {
+            Err(ApiError::NotFound("tenant"))
+        }
+    }
+
+    /// Requires at least `role`.
+    pub fn require(&self, role: Role) -> Result<(), ApiError> {
+        if self.0.role >= role {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "this call needs the `{}` role; the token has `{}`",
+                role_name(role),
+                role_name(self.0.role)
+            )))
+        }
+    }
+
+    /// Reaches `tenant` and has at least `role`.
+    pub fn tenant_with(&self, tenant: TenantId, role: Role) -> Result<TenantId, ApiError> {
+        let t = self.tenant(tenant)?;
+        self.require(role)?;
+        Ok(t)
+    }
+
+    /// Platform-wide calls (managing tenants).
+    pub fn platform(&self, role: Role) -> Result<(), ApiError> {
+        if !self.0.is_platform() {
+            return Err(ApiError::Forbidden("this call is for platform administrators (tenant `*`)".into()));
+        }
+        self.require(role)
+    }
+}
+
+fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::Viewer => "viewer",
+        Role::Operator => "operator",
+        Role::Admin => "admin",
+    }
+}

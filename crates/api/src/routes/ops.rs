@@ -1,0 +1,55 @@
+//! Health, readiness and metrics: unauthenticated, for load balancers and scrapers.
+
+use actix_web::{HttpResponse, get};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::State;
+
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(healthz).service(readyz).service(metrics);
+}
+
+/// Health of the process.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
+/// Alive: answers as long as the process serves requests.
+#[utoipa::path(tag = "operations", security(()), responses((status = 200, description = "Alive", body = Health)))]
+#[get("/healthz")]
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(Health { status: "ok" })
+}
+
+/// Ready: the control database answers.
+#[utoipa::path(
+    tag = "operations",
+    security(()),
+    responses(
+        (status = 200, description = "Ready", body = Health),
+        (status = 503, description = "The control database is unreachable", body = crate::error::Problem, content_type = "application/problem+json"),
+    ),
+)]
+#[get("/readyz")]
+async fn readyz(state: State) -> ApiResult<HttpResponse> {
+    let ping = tokio::time::timeout(std::time::Duration::from_secs(2), sqlx::query("SELECT 1").execute(&state.pool)).await;
+    match ping {
+        Ok(Ok(_)) => Ok(HttpResponse::Ok().json(Health { status: "ok" })),
+        Ok(Err(e)) => Err(ApiError::Unavailable(format!("the control database is unreachable: {e}"))),
+        Err(_) => Err(ApiError::Unavailable("the control database did not answer within 2 s".into())),
+    }
+}
+
+/// Prometheus metrics in the text exposition format.
+#[utoipa::path(tag = "operations", security(()), responses((status = 200, description = "Metrics", content_type = "text/plain", body = String)))]
+#[get("/metrics")]
+async fn metrics() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(crate::telemetry::prometheus().render())
+}

@@ -1,0 +1,308 @@
+use std::collections::BTreeMap;
+
+use actix_web::{HttpResponse, delete, get, patch, post, web};
+use secrecy::SecretString;
+use serde::{Deserialize, Deserializer, Serialize};
+use sha2::{Digest as _, Sha256};
+use svalbard_core::FieldError;
+use svalbard_core::auth::Role;
+use svalbard_core::domain::{Engine, Name, Planet, PlanetClass, SslMode, check, validate_labels};
+use svalbard_core::ids::{PlanetId, ProjectId, TenantId};
+use svalbard_core::page::Page;
+use svalbard_core::repo::planets::{self, Connection, NewPlanet, PlanetPatch};
+use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use super::location;
+use crate::auth::Auth;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Json, ListQuery};
+use crate::idempotency::{IdempotencyKey, Reply};
+use crate::state::State;
+
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(create_planet)
+        .service(list_planets)
+        .service(get_planet)
+        .service(update_planet)
+        .service(delete_planet);
+}
+
+/// How Svalbard reaches the database.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConnectionInput {
+    #[schema(example = "db.internal")]
+    pub host: String,
+    /// Defaults to the engine's port (5432, 3306).
+    pub port: Option<u16>,
+    #[schema(example = "app")]
+    pub database: String,
+    #[schema(example = "backup")]
+    pub user: String,
+    /// Write-only: stored encrypted, never returned.
+    #[serde(skip_serializing)]
+    #[schema(write_only)]
+    pub password: Option<String>,
+    /// Defaults to `prefer`.
+    pub sslmode: Option<SslMode>,
+}
+
+/// A new planet.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreatePlanet {
+    /// Unique within the project: lowercase letters, digits and `-`, 1–63 characters.
+    #[schema(example = "orders")]
+    pub name: String,
+    pub engine: Engine,
+    /// Defaults to `dev`.
+    pub planet_class: Option<PlanetClass>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub connection: ConnectionInput,
+}
+
+fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Changes to connection settings; absent fields stay as they are.
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConnectionPatch {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub database: Option<String>,
+    pub user: Option<String>,
+    /// A new password, or `null` to remove it. Write-only.
+    #[serde(default, deserialize_with = "double_option", skip_serializing)]
+    #[schema(value_type = Option<String>, write_only)]
+    pub password: Option<Option<String>>,
+    pub sslmode: Option<SslMode>,
+}
+
+/// Changes to a planet (JSON merge patch); the engine cannot change.
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdatePlanet {
+    pub name: Option<String>,
+    pub planet_class: Option<PlanetClass>,
+    /// Replaces all labels.
+    pub labels: Option<BTreeMap<String, String>>,
+    pub connection: Option<ConnectionPatch>,
+}
+
+fn host(errors: &mut Vec<FieldError>, field: &str, v: &str) {
+    let ok = !v.is_empty()
+        && v.len() <= 253
+        && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'[' | b']' | b'/'));
+    if !ok {
+        errors.push(FieldError::new(field, "must be a host name or IP address (1 to 253 characters)"));
+    }
+}
+
+fn ident(errors: &mut Vec<FieldError>, field: &str, v: &str) {
+    if v.is_empty() || v.len() > 63 || v.chars().any(char::is_control) {
+        errors.push(FieldError::new(field, "must be 1 to 63 characters without control characters"));
+    }
+}
+
+fn port(errors: &mut Vec<FieldError>, field: &str, v: Option<u16>) {
+    if v == Some(0) {
+        errors.push(FieldError::new(field, "must be between 1 and 65535"));
+    }
+}
+
+fn password(errors: &mut Vec<FieldError>, field: &str, v: Option<&str>) -> Option<SecretString> {
+    let v = v?;
+    if v.is_empty() || v.len() > 1024 || v.contains('\0') {
+        errors.push(FieldError::new(field, "must be 1 to 1024 characters without NUL"));
+    }
+    Some(SecretString::from(v.to_owned()))
+}
+
+fn planet_path(t: TenantId, p: ProjectId, id: PlanetId) -> String {
+    format!("/tenants/{t}/projects/{p}/planets/{id}")
+}
+
+/// Registers a database to back up (admin).
+#[utoipa::path(
+    tag = "planets",
+    request_body = CreatePlanet,
+    params(
+        ("tenantId" = uuid::Uuid, Path, description = "The tenant"),
+        ("projectId" = uuid::Uuid, Path, description = "The project"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes the create safe to retry"),
+    ),
+    responses(
+        (status = 201, description = "The planet", body = Planet, headers(("Location" = String))),
+        (status = 409, description = "A planet with this name exists", body = crate::error::Problem, content_type = "application/problem+json"),
+    ),
+)]
+#[post("/tenants/{tenantId}/projects/{projectId}/planets")]
+async fn create_planet(
+    state: State,
+    auth: Auth,
+    path: web::Path<(TenantId, ProjectId)>,
+    idem: IdempotencyKey,
+    Json(body): Json<CreatePlanet>,
+) -> ApiResult<HttpResponse> {
+    let (tenant, project) = path.into_inner();
+    let tenant = auth.tenant_with(tenant, Role::Admin)?;
+    let mut errors = Vec::new();
+    let name = Name::parse("name", &body.name).map_err(|e| errors.push(e)).ok();
+    errors.extend(validate_labels("labels", &body.labels));
+    let c = &body.connection;
+    host(&mut errors, "connection.host", &c.host);
+    ident(&mut errors, "connection.database", &c.database);
+    ident(&mut errors, "connection.user", &c.user);
+    port(&mut errors, "connection.port", c.port);
+    let secret = password(&mut errors, "connection.password", c.password.as_deref());
+    check(errors)?;
+    let new = NewPlanet {
+        name: name.ok_or_else(|| ApiError::invalid("name", "is invalid"))?,
+        engine: body.engine,
+        planet_class: body.planet_class.unwrap_or(PlanetClass::Dev),
+        labels: body.labels.clone(),
+        connection: Connection {
+            host: c.host.clone(),
+            port: c.port.unwrap_or_else(|| body.engine.default_port()),
+            database: c.database.clone(),
+            user: c.user.clone(),
+            sslmode: c.sslmode.unwrap_or(SslMode::Prefer),
+            password: secret,
+        },
+    };
+    // The fingerprint must cover the password too, without storing it: hash it in.
+    let fingerprint = (&body, c.password.as_deref().map(|p| hex::encode(Sha256::digest(p.as_bytes()))));
+    idem.run(&state, &auth, &fingerprint, || async {
+        let p = planets::create(&state.pool, &state.keys, tenant, project, new).await?;
+        Ok(Reply::created(location(&state, &planet_path(tenant, project, p.id)), p))
+    })
+    .await
+}
+
+/// Lists the project's planets, newest first.
+#[utoipa::path(
+    tag = "planets",
+    params(
+        ("tenantId" = uuid::Uuid, Path, description = "The tenant"),
+        ("projectId" = uuid::Uuid, Path, description = "The project"),
+        ("limit" = Option<i64>, Query, description = "Page size, 1–200 (default 50)"),
+        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
+    ),
+    responses((status = 200, description = "A page of planets", body = Page<Planet>)),
+)]
+#[get("/tenants/{tenantId}/projects/{projectId}/planets")]
+async fn list_planets(
+    state: State,
+    auth: Auth,
+    path: web::Path<(TenantId, ProjectId)>,
+    q: ListQuery,
+) -> ApiResult<HttpResponse> {
+    let (tenant, project) = path.into_inner();
+    let tenant = auth.tenant(tenant)?;
+    Ok(HttpResponse::Ok().json(planets::list(&state.pool, tenant, project, q.page).await?))
+}
+
+/// Reads a planet (the password is never returned).
+#[utoipa::path(
+    tag = "planets",
+    params(
+        ("tenantId" = uuid::Uuid, Path, description = "The tenant"),
+        ("projectId" = uuid::Uuid, Path, description = "The project"),
+        ("planetId" = uuid::Uuid, Path, description = "The planet"),
+    ),
+    responses((status = 200, description = "The planet", body = Planet)),
+)]
+#[get("/tenants/{tenantId}/projects/{projectId}/planets/{planetId}")]
+async fn get_planet(
+    state: State,
+    auth: Auth,
+    path: web::Path<(TenantId, ProjectId, PlanetId)>,
+) -> ApiResult<HttpResponse> {
+    let (tenant, project, planet) = path.into_inner();
+    let tenant = auth.tenant(tenant)?;
+    Ok(HttpResponse::Ok().json(planets::get(&state.pool, tenant, project, planet).await?))
+}
+
+/// Changes a planet (admin). Absent fields stay; `connection.password: null` removes the password.
+#[utoipa::path(
+    tag = "planets",
+    request_body(content = UpdatePlanet, content_type = "application/merge-patch+json"),
+    params(
+        ("tenantId" = uuid::Uuid, Path, description = "The tenant"),
+        ("projectId" = uuid::Uuid, Path, description = "The project"),
+        ("planetId" = uuid::Uuid, Path, description = "The planet"),
+    ),
+    responses(
+        (status = 200, description = "The planet", body = Planet),
+        (status = 409, description = "A planet with this name exists", body = crate::error::Problem, content_type = "application/problem+json"),
+    ),
+)]
+#[patch("/tenants/{tenantId}/projects/{projectId}/planets/{planetId}")]
+async fn update_planet(
+    state: State,
+    auth: Auth,
+    path: web::Path<(TenantId, ProjectId, PlanetId)>,
+    Json(body): Json<UpdatePlanet>,
+) -> ApiResult<HttpResponse> {
+    let (tenant, project, planet) = path.into_inner();
+    let tenant = auth.tenant_with(tenant, Role::Admin)?;
+    let mut errors = Vec::new();
+    let name = body.name.as_deref().and_then(|n| Name::parse("name", n).map_err(|e| errors.push(e)).ok());
+    if let Some(labels) = &body.labels {
+        errors.extend(validate_labels("labels", labels));
+    }
+    let c = body.connection.unwrap_or_default();
+    if let Some(h) = &c.host {
+        host(&mut errors, "connection.host", h);
+    }
+    if let Some(d) = &c.database {
+        ident(&mut errors, "connection.database", d);
+    }
+    if let Some(u) = &c.user {
+        ident(&mut errors, "connection.user", u);
+    }
+    port(&mut errors, "connection.port", c.port);
+    let new_password = c.password.as_ref().map(|p| password(&mut errors, "connection.password", p.as_deref()));
+    check(errors)?;
+    let patch = PlanetPatch {
+        name,
+        planet_class: body.planet_class,
+        labels: body.labels,
+        host: c.host,
+        port: c.port,
+        database: c.database,
+        user: c.user,
+        sslmode: c.sslmode,
+        password: new_password,
+    };
+    Ok(HttpResponse::Ok().json(planets::update(&state.pool, &state.keys, tenant, project, planet, patch).await?))
+}
+
+/// Deletes a planet (admin); refused (409) while it has backups.
+#[utoipa::path(
+    tag = "planets",
+    params(
+        ("tenantId" = uuid::Uuid, Path, description = "The tenant"),
+        ("projectId" = uuid::Uuid, Path, description = "The project"),
+        ("planetId" = uuid::Uuid, Path, description = "The planet"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 409, description = "The planet still has backups", body = crate::error::Problem, content_type = "application/problem+json"),
+    ),
+)]
+#[delete("/tenants/{tenantId}/projects/{projectId}/planets/{planetId}")]
+async fn delete_planet(
+    state: State,
+    auth: Auth,
+    path: web::Path<(TenantId, ProjectId, PlanetId)>,
+) -> ApiResult<HttpResponse> {
+    let (tenant, project, planet) = path.into_inner();
+    let tenant = auth.tenant_with(tenant, Role::Admin)?;
+    planets::delete(&state.pool, tenant, project, planet).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

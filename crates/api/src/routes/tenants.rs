@@ -1,0 +1,105 @@
+use actix_web::{HttpResponse, delete, get, post, web};
+use serde::{Deserialize, Serialize};
+use svalbard_core::auth::Role;
+use svalbard_core::domain::{Name, Tenant, check};
+use svalbard_core::ids::TenantId;
+use svalbard_core::page::Page;
+use svalbard_core::repo::tenants;
+use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use super::{location, optional_text};
+use crate::auth::Auth;
+use crate::error::ApiResult;
+use crate::extract::{Json, ListQuery};
+use crate::idempotency::{IdempotencyKey, Reply};
+use crate::state::State;
+
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(create_tenant).service(list_tenants).service(get_tenant).service(delete_tenant);
+}
+
+/// A new tenant.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateTenant {
+    /// Unique name: lowercase letters, digits and `-`, 1–63 characters.
+    #[schema(example = "acme")]
+    pub name: String,
+    /// Free text shown to people, up to 200 characters.
+    pub display_name: Option<String>,
+}
+
+/// Creates a tenant (platform administrators).
+#[utoipa::path(
+    tag = "tenants",
+    request_body = CreateTenant,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes the create safe to retry")),
+    responses(
+        (status = 201, description = "The tenant", body = Tenant, headers(("Location" = String))),
+        (status = 409, description = "A tenant with this name exists", body = crate::error::Problem, content_type = "application/problem+json"),
+    ),
+)]
+#[post("/tenants")]
+async fn create_tenant(
+    state: State,
+    auth: Auth,
+    idem: IdempotencyKey,
+    Json(body): Json<CreateTenant>,
+) -> ApiResult<HttpResponse> {
+    auth.platform(Role::Admin)?;
+    let mut errors = Vec::new();
+    let name = Name::parse("name", &body.name).map_err(|e| errors.push(e)).ok();
+    let display = optional_text(&mut errors, "displayName", body.display_name.as_deref(), 200);
+    check(errors)?;
+    let name = name.ok_or_else(|| crate::error::ApiError::invalid("name", "is invalid"))?;
+    idem.run(&state, &auth, &body, || async {
+        let t = tenants::create(&state.pool, &name, display.as_deref()).await?;
+        Ok(Reply::created(location(&state, &format!("/tenants/{}", t.id)), t))
+    })
+    .await
+}
+
+/// Lists tenants, newest first (platform operators).
+#[utoipa::path(
+    tag = "tenants",
+    params(
+        ("limit" = Option<i64>, Query, description = "Page size, 1–200 (default 50)"),
+        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
+    ),
+    responses((status = 200, description = "A page of tenants", body = Page<Tenant>)),
+)]
+#[get("/tenants")]
+async fn list_tenants(state: State, auth: Auth, q: ListQuery) -> ApiResult<HttpResponse> {
+    auth.platform(Role::Viewer)?;
+    Ok(HttpResponse::Ok().json(tenants::list(&state.pool, q.page).await?))
+}
+
+/// Reads a tenant.
+#[utoipa::path(
+    tag = "tenants",
+    params(("tenantId" = uuid::Uuid, Path, description = "The tenant")),
+    responses((status = 200, description = "The tenant", body = Tenant)),
+)]
+#[get("/tenants/{tenantId}")]
+async fn get_tenant(state: State, auth: Auth, path: web::Path<(TenantId,)>) -> ApiResult<HttpResponse> {
+    let tenant = auth.tenant(path.into_inner().0)?;
+    Ok(HttpResponse::Ok().json(tenants::get(&state.pool, tenant).await?))
+}
+
+/// Deletes a tenant with its projects and planets; refused (409) while it has backups.
+#[utoipa::path(
+    tag = "tenants",
+    params(("tenantId" = uuid::Uuid, Path, description = "The tenant")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 409, description = "The tenant still has backups", body = crate::error::Problem, content_type = "application/problem+json"),
+    ),
+)]
+#[delete("/tenants/{tenantId}")]
+async fn delete_tenant(state: State, auth: Auth, path: web::Path<(TenantId,)>) -> ApiResult<HttpResponse> {
+    let tenant = auth.tenant(path.into_inner().0)?;
+    auth.platform(Role::Admin)?;
+    tenants::delete(&state.pool, tenant).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,155 @@
+//! Builds the HTTP application: `Application::build(config, pool)` then `run_until_stopped()`.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::http::Method;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpRequest, HttpServer, web};
+use sqlx::PgPool;
+use svalbard_core::auth::TokenVerifier;
+use svalbard_core::config::Config;
+use svalbard_core::crypto::KeyRing;
+use svalbard_core::storage::Storage;
+use tracing_actix_web::TracingLogger;
+use utoipa::openapi::OpenApi as Doc;
+use utoipa::{Modify as _, OpenApi as _};
+use utoipa_actix_web::AppExt as _;
+use utoipa_actix_web::service_config::ServiceConfig;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::error::ApiError;
+use crate::openapi::{ApiDoc, Shared};
+use crate::state::AppState;
+use crate::{extract, routes, telemetry};
+
+fn api_v1(cfg: &mut ServiceConfig) {
+    cfg.configure(routes::tenants::configure)
+        .configure(routes::projects::configure)
+        .configure(routes::planets::configure);
+}
+
+/// The OpenAPI document of every route, built the same way the server registers them.
+pub(crate) fn routes_and_doc() -> ((), Doc) {
+    let (_, mut doc) = App::new()
+        .into_utoipa_app()
+        .openapi(ApiDoc::openapi())
+        .service(utoipa_actix_web::scope("/api/v1").configure(api_v1))
+        .configure(routes::ops::configure)
+        .split_for_parts();
+    Shared.modify(&mut doc);
+    ((), doc)
+}
+
+/// Path templates and their methods, to tell 405 from 404 for requests no route took.
+struct RouteTable(Vec<(Vec<String>, Vec<Method>)>);
+
+impl RouteTable {
+    fn from_doc(doc: &Doc) -> Self {
+        let routes = doc
+            .paths
+            .paths
+            .iter()
+            .map(|(path, item)| {
+                let segments = path.split('/').map(str::to_owned).collect();
+                let mut methods = Vec::new();
+                for (m, op) in [
+                    (Method::GET, &item.get),
+                    (Method::POST, &item.post),
+                    (Method::PUT, &item.put),
+                    (Method::PATCH, &item.patch),
+                    (Method::DELETE, &item.delete),
+                ] {
+                    if op.is_some() {
+                        methods.push(m);
+                    }
+                }
+                (segments, methods)
+            })
+            .collect();
+        Self(routes)
+    }
+
+    fn allowed(&self, path: &str) -> Option<Vec<Method>> {
+        let parts: Vec<&str> = path.split('/').collect();
+        self.0.iter().find_map(|(segments, methods)| {
+            let fits = segments.len() == parts.len()
+                && segments.iter().zip(&parts).all(|(s, p)| s.starts_with('{') || s == p);
+            fits.then(|| methods.clone())
+        })
+    }
+}
+
+async fn fallback(req: HttpRequest, table: web::Data<RouteTable>) -> actix_web::HttpResponse {
+    use actix_web::ResponseError as _;
+    let err = match table.allowed(req.path()) {
+        Some(methods) if !methods.is_empty() => {
+            let allow = methods.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+            ApiError::MethodNotAllowed {
+                detail: format!("{} is not allowed on {}; allowed: {allow}", req.method(), req.path()),
+                allow,
+            }
+        }
+        _ => ApiError::NotFound("route"),
+    };
+    err.error_response()
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Binds `config.http.listen` (port 0 picks a free port) and prepares the server.
+    pub fn build(config: Config, pool: PgPool) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(&config.http.listen)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.http.listen))?;
+        let port = listener.local_addr()?.port();
+        let verifier = TokenVerifier::new(&config.auth)?;
+        let keys = KeyRing::parse(
+            config.crypto.keys.as_ref().ok_or_else(|| anyhow::anyhow!("crypto.keys is required (SVALBARD_CRYPTO__KEYS)"))?,
+        )?;
+        let storage = Storage::new(&config.s3);
+        let state = web::Data::new(Arc::new(AppState { pool, config, verifier, keys, storage }));
+        let (_, doc) = routes_and_doc();
+        let table = web::Data::new(RouteTable::from_doc(&doc));
+        telemetry::prometheus();
+        let server = HttpServer::new(move || {
+            let (app, _) = App::new()
+                .into_utoipa_app()
+                .openapi(ApiDoc::openapi())
+                .service(utoipa_actix_web::scope("/api/v1").configure(api_v1))
+                .configure(routes::ops::configure)
+                .split_for_parts();
+            app.app_data(state.clone())
+                .app_data(table.clone())
+                .app_data(extract::path_config())
+                .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", doc.clone()))
+                .default_service(web::to(fallback))
+                .wrap(from_fn(telemetry::observe))
+                .wrap(TracingLogger::<telemetry::RootSpan>::new())
+        })
+        .listen(listener)?
+        .disable_signals()
+        .shutdown_timeout(10)
+        .run();
+        Ok(Self { port, server })
+    }
+
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle to stop the server gracefully.
+    #[must_use]
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

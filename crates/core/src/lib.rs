@@ -1,0 +1,16 @@
+//! Domain types, configuration, repositories, job queue, object storage and archive format
+//! shared by the Svalbard API and worker. Nothing in here knows about HTTP.
+
+pub mod auth;
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod ids;
+pub mod jobs;
+pub mod page;
+pub mod repo;
+pub mod storage;
+
+pub use error::{Error, FieldError, Result};

@@ -1,0 +1,85 @@
+//! `Idempotency-Key` records: the first request with a key reserves it, its response is stored,
+//! and a retry with the same key and body gets that response again.
+
+use sqlx::PgPool;
+
+use crate::error::Result;
+
+/// What a stored key says about a new request.
+pub enum Lookup {
+    /// The key is new and now reserved for this request.
+    Reserved,
+    /// The same request was answered before: replay this.
+    Replay { status: u16, location: Option<String>, body: serde_json::Value },
+    /// The key was used for a different request.
+    Mismatch,
+    /// The first request with this key is still being processed.
+    InProgress,
+}
+
+pub async fn reserve(pool: &PgPool, scope: &str, key: &str, request_hash: &str) -> Result<Lookup> {
+    // Keys live for a day; an old reservation is simply reused.
+    sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND created_at < now() - interval '24 hours'")
+        .bind(scope)
+        .bind(key)
+        .execute(pool)
+        .await?;
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_keys (scope, key, request_hash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(scope)
+    .bind(key)
+    .bind(request_hash)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(Lookup::Reserved);
+    }
+    let row: Option<(String, Option<i32>, Option<String>, Option<serde_json::Value>)> = sqlx::query_as(
+        "SELECT request_hash, status, location, body FROM idempotency_keys WHERE scope = $1 AND key = $2",
+    )
+    .bind(scope)
+    .bind(key)
+    .fetch_optional(pool)
+    .await?;
+    Ok(match row {
+        None => Lookup::InProgress,
+        Some((hash, _, _, _)) if hash != request_hash => Lookup::Mismatch,
+        Some((_, Some(status), location, body)) => Lookup::Replay {
+            status: u16::try_from(status).unwrap_or(200),
+            location,
+            body: body.unwrap_or(serde_json::Value::Null),
+        },
+        Some(_) => Lookup::InProgress,
+    })
+}
+
+pub async fn complete(
+    pool: &PgPool,
+    scope: &str,
+    key: &str,
+    status: u16,
+    location: Option<&str>,
+    body: &serde_json::Value,
+) -> Result<()> {
+    sqlx::query("UPDATE idempotency_keys SET status = $3, location = $4, body = $5 WHERE scope = $1 AND key = $2")
+        .bind(scope)
+        .bind(key)
+        .bind(i32::from(status))
+        .bind(location)
+        .bind(body)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Frees a key whose request failed, so the client may retry with it.
+pub async fn release(pool: &PgPool, scope: &str, key: &str) -> Result<()> {
+    sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND status IS NULL")
+        .bind(scope)
+        .bind(key)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
