@@ -1,1 +1,3 @@
+//! The Svalbard worker: job loop, engine drivers, backup and restore pipelines.
 
+pub mod runner;

@@ -66,3 +66,10 @@ pub async fn delete(pool: &PgPool, tenant: TenantId) -> Result<()> {
     tx.commit().await?;
     Ok(())
 }
+
+pub async fn find_by_name(pool: &PgPool, name: &Name) -> Result<Option<Tenant>> {
+    Ok(sqlx::query_as::<_, Tenant>("SELECT id, name, display_name, created_at FROM tenants WHERE name = $1")
+        .bind(name.as_str())
+        .fetch_optional(pool)
+        .await?)
+}
