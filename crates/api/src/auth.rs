@@ -81,7 +81,9 @@ impl Auth {
     /// Platform-wide calls (managing tenants).
     pub fn platform(&self, role: Role) -> Result<(), ApiError> {
         if !self.0.is_platform() {
-            return Err(ApiError::Forbidden("this call is for platform administrators (tenant `*`)".into()));
+            return Err(ApiError::Forbidden(
+                "this call is for platform administrators (tenant `*`)".into(),
+            ));
         }
         self.require(role)
     }

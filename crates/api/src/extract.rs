@@ -9,8 +9,8 @@ use actix_web::{FromRequest, HttpRequest, web};
 use futures_util::StreamExt as _;
 use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
-use svalbard_core::page::PageRequest;
 use svalbard_core::FieldError;
+use svalbard_core::page::PageRequest;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -36,7 +36,9 @@ pub async fn read_body(mut payload: Payload, limit: usize) -> Result<bytes::Byte
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("the request body could not be read: {e}")))?;
         if body.len() + chunk.len() > limit {
-            return Err(ApiError::PayloadTooLarge(format!("the request body exceeds {limit} bytes")));
+            return Err(ApiError::PayloadTooLarge(format!(
+                "the request body exceeds {limit} bytes"
+            )));
         }
         body.extend_from_slice(&chunk);
     }
@@ -73,7 +75,9 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
         let payload = payload.take();
         Box::pin(async move {
             if !json {
-                return Err(ApiError::UnsupportedMediaType("the body must be `application/json`".into()));
+                return Err(ApiError::UnsupportedMediaType(
+                    "the body must be `application/json`".into(),
+                ));
             }
             let body = read_body(payload, limit).await?;
             parse_json(&body).map(Json)
@@ -110,7 +114,10 @@ impl ListQuery {
             }
         };
         match page {
-            Some(page) if errors.is_empty() => Ok(Self { page, status: q.get("status").cloned() }),
+            Some(page) if errors.is_empty() => Ok(Self {
+                page,
+                status: q.get("status").cloned(),
+            }),
             _ => Err(ApiError::Validation(errors)),
         }
     }

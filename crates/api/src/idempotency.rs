@@ -22,11 +22,19 @@ pub struct Reply<T> {
 
 impl<T> Reply<T> {
     pub fn created(location: String, body: T) -> Self {
-        Self { status: StatusCode::CREATED, location: Some(location), body }
+        Self {
+            status: StatusCode::CREATED,
+            location: Some(location),
+            body,
+        }
     }
 
     pub fn accepted(location: String, body: T) -> Self {
-        Self { status: StatusCode::ACCEPTED, location: Some(location), body }
+        Self {
+            status: StatusCode::ACCEPTED,
+            location: Some(location),
+            body,
+        }
     }
 }
 
@@ -54,7 +62,10 @@ impl FromRequest for IdempotencyKey {
             None => Ok(None),
             Some(v) => match v.to_str() {
                 Ok(k) if !k.is_empty() && k.len() <= 255 => Ok(Some(k.to_owned())),
-                _ => Err(ApiError::invalid("Idempotency-Key", "must be 1 to 255 visible ASCII characters")),
+                _ => Err(ApiError::invalid(
+                    "Idempotency-Key",
+                    "must be 1 to 255 visible ASCII characters",
+                )),
             },
         };
         ready(key.map(|key| Self { key, target }))
@@ -95,9 +106,9 @@ impl IdempotencyKey {
             Lookup::Mismatch => Err(ApiError::IdempotencyMismatch(
                 "this Idempotency-Key was already used for a different request".into(),
             )),
-            Lookup::InProgress => {
-                Err(ApiError::Conflict("a request with this Idempotency-Key is still being processed".into()))
-            }
+            Lookup::InProgress => Err(ApiError::Conflict(
+                "a request with this Idempotency-Key is still being processed".into(),
+            )),
             Lookup::Reserved => match create().await {
                 Ok(reply) => {
                     let json = serde_json::to_value(&reply.body).map_err(|e| ApiError::Internal(e.into()))?;

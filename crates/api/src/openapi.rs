@@ -41,19 +41,37 @@ impl Modify for Shared {
         let components = doc.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
         );
         let problem = ResponseBuilder::new()
             .description("A problem (RFC 9457)")
-            .content(PROBLEM_JSON, ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build())
+            .content(
+                PROBLEM_JSON,
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
             .build();
         components.responses.insert("Problem".into(), RefOr::T(problem));
         doc.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
         for item in doc.paths.paths.values_mut() {
-            let ops: [&mut Option<Operation>; 5] =
-                [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete];
+            let ops: [&mut Option<Operation>; 5] = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ];
             for op in ops.into_iter().flatten() {
-                let public = op.security.as_ref().is_some_and(|s| s.iter().all(|r| *r == SecurityRequirement::default()));
+                let public = op
+                    .security
+                    .as_ref()
+                    .is_some_and(|s| s.iter().all(|r| *r == SecurityRequirement::default()));
                 for (code, desc) in COMMON {
                     if public && *code != "400" {
                         continue;
@@ -64,7 +82,9 @@ impl Modify for Shared {
                                 .description(*desc)
                                 .content(
                                     PROBLEM_JSON,
-                                    ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+                                    ContentBuilder::new()
+                                        .schema(Some(Ref::from_schema_name("Problem")))
+                                        .build(),
                                 )
                                 .build(),
                         )

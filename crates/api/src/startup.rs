@@ -74,8 +74,8 @@ impl RouteTable {
     fn allowed(&self, path: &str) -> Option<Vec<Method>> {
         let parts: Vec<&str> = path.split('/').collect();
         self.0.iter().find_map(|(segments, methods)| {
-            let fits = segments.len() == parts.len()
-                && segments.iter().zip(&parts).all(|(s, p)| s.starts_with('{') || s == p);
+            let fits =
+                segments.len() == parts.len() && segments.iter().zip(&parts).all(|(s, p)| s.starts_with('{') || s == p);
             fits.then(|| methods.clone())
         })
     }
@@ -109,10 +109,20 @@ impl Application {
         let port = listener.local_addr()?.port();
         let verifier = TokenVerifier::new(&config.auth)?;
         let keys = KeyRing::parse(
-            config.crypto.keys.as_ref().ok_or_else(|| anyhow::anyhow!("crypto.keys is required (SVALBARD_CRYPTO__KEYS)"))?,
+            config
+                .crypto
+                .keys
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("crypto.keys is required (SVALBARD_CRYPTO__KEYS)"))?,
         )?;
         let storage = Storage::new(&config.s3);
-        let state = web::Data::new(Arc::new(AppState { pool, config, verifier, keys, storage }));
+        let state = web::Data::new(Arc::new(AppState {
+            pool,
+            config,
+            verifier,
+            keys,
+            storage,
+        }));
         let (_, doc) = routes_and_doc();
         let table = web::Data::new(RouteTable::from_doc(&doc));
         telemetry::prometheus();

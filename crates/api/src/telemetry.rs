@@ -28,7 +28,11 @@ pub struct RootSpan;
 
 impl RootSpanBuilder for RootSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
-        tracing_actix_web::root_span!(request, tenant_id = tracing::field::Empty, subject = tracing::field::Empty)
+        tracing_actix_web::root_span!(
+            request,
+            tenant_id = tracing::field::Empty,
+            subject = tracing::field::Empty
+        )
     }
 
     fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {

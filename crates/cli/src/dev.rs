@@ -86,7 +86,10 @@ fn ensure_secrets(data_dir: &Path) -> anyhow::Result<PathBuf> {
 fn random_secret() -> String {
     let a = KeyRing::generate_spec("x");
     let b = KeyRing::generate_spec("y");
-    format!("{}{}", &a[2..], &b[2..]).chars().filter(char::is_ascii_alphanumeric).collect()
+    format!("{}{}", &a[2..], &b[2..])
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect()
 }
 
 /// The local server, with a `svalbard` database created if missing.
@@ -117,7 +120,11 @@ fn private_cluster(dir: &Path) -> anyhow::Result<String> {
     )?;
     std::fs::create_dir_all(dir)?;
     let dir = dir.canonicalize()?;
-    let as_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    let as_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false);
     let run = |program: PathBuf, args: &[&str]| -> anyhow::Result<()> {
         let mut cmd = if as_root {
             let mut c = Command::new("runuser");
@@ -126,25 +133,45 @@ fn private_cluster(dir: &Path) -> anyhow::Result<String> {
         } else {
             Command::new(&program)
         };
-        let out = cmd.args(args).output().with_context(|| format!("running {}", program.display()))?;
-        anyhow::ensure!(out.status.success(), "{} failed: {}", program.display(), String::from_utf8_lossy(&out.stderr));
+        let out = cmd
+            .args(args)
+            .output()
+            .with_context(|| format!("running {}", program.display()))?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{} failed: {}",
+            program.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         Ok(())
     };
     if as_root {
-        Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status()?;
+        Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&dir)
+            .status()?;
     }
     let data = dir.join("data");
     let data_s = data.to_string_lossy().into_owned();
     if !data.join("PG_VERSION").exists() {
-        run(bin.join("initdb"), &["-D", &data_s, "-U", "postgres", "--auth=trust", "-E", "UTF8"])?;
+        run(
+            bin.join("initdb"),
+            &["-D", &data_s, "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+        )?;
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let opts = format!("-p {port} -k {} -c listen_addresses=127.0.0.1", dir.display());
     let log = dir.join("postgres.log").to_string_lossy().into_owned();
     // A cluster left running by an earlier start is stopped first so the port is ours.
     let _ = run(bin.join("pg_ctl"), &["-D", &data_s, "-m", "fast", "stop"]);
-    run(bin.join("pg_ctl"), &["-D", &data_s, "-o", &opts, "-l", &log, "-w", "start"])?;
-    eprintln!("started a private PostgreSQL cluster in {} on port {port}", dir.display());
+    run(
+        bin.join("pg_ctl"),
+        &["-D", &data_s, "-o", &opts, "-l", &log, "-w", "start"],
+    )?;
+    eprintln!(
+        "started a private PostgreSQL cluster in {} on port {port}",
+        dir.display()
+    );
     Ok(format!("postgres://postgres@127.0.0.1:{port}/postgres"))
 }
 

@@ -12,7 +12,11 @@ use svalbard_core::config::Config;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "svalbard", version, about = "Multi-tenant backup control plane for databases")]
+#[command(
+    name = "svalbard",
+    version,
+    about = "Multi-tenant backup control plane for databases"
+)]
 struct Cli {
     /// TOML configuration file (also `SVALBARD_CONFIG`).
     #[arg(long, global = true)]
@@ -56,7 +60,9 @@ enum Command {
 
 fn parse_ttl(s: &str) -> anyhow::Result<Duration> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().with_context(|| format!("`{s}` is not a duration like 15m, 1h or 7d"))?;
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("`{s}` is not a duration like 15m, 1h or 7d"))?;
     let secs = match unit {
         "" | "s" => n,
         "m" => n * 60,
@@ -136,13 +142,23 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", svalbard_api::openapi::document_json());
             Ok(())
         }
-        Command::Token { tenant, role, ttl, subject } => {
+        Command::Token {
+            tenant,
+            role,
+            ttl,
+            subject,
+        } => {
             let config = Config::load(cli.config.as_deref())?;
             let role: Role = role.parse().map_err(|e: String| anyhow::anyhow!(e))?;
             if tenant != "*" {
-                tenant.parse::<uuid::Uuid>().context("--tenant must be a tenant id (UUID) or `*`")?;
+                tenant
+                    .parse::<uuid::Uuid>()
+                    .context("--tenant must be a tenant id (UUID) or `*`")?;
             }
-            println!("{}", svalbard_core::auth::mint_hs256(&config.auth, &subject, &tenant, role, parse_ttl(&ttl)?)?);
+            println!(
+                "{}",
+                svalbard_core::auth::mint_hs256(&config.auth, &subject, &tenant, role, parse_ttl(&ttl)?)?
+            );
             Ok(())
         }
         Command::Migrate => {

@@ -127,7 +127,10 @@ impl TokenVerifier {
                     secret.expose_secret().len() >= 32,
                     "auth.hs256_secret must be at least 32 bytes"
                 );
-                keys.insert(String::new(), DecodingKey::from_secret(secret.expose_secret().as_bytes()));
+                keys.insert(
+                    String::new(),
+                    DecodingKey::from_secret(secret.expose_secret().as_bytes()),
+                );
             }
             JwtAlgorithm::RS256 | JwtAlgorithm::EdDSA => {
                 anyhow::ensure!(!cfg.public_keys.is_empty(), "auth.public_keys is required for {alg:?}");
@@ -148,12 +151,15 @@ impl TokenVerifier {
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = cfg.leeway_secs;
-        Ok(Self { algorithm: alg, validation, keys })
+        Ok(Self {
+            algorithm: alg,
+            validation,
+            keys,
+        })
     }
 
     pub fn verify(&self, token: &str) -> Result<Caller, TokenError> {
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|_| TokenError("the token is malformed".into()))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError("the token is malformed".into()))?;
         if header.alg != self.algorithm {
             return Err(TokenError(format!(
                 "tokens must be signed with {:?}, this one says {:?}",
@@ -186,21 +192,21 @@ impl TokenVerifier {
             TenantScope::Platform
         } else {
             TenantScope::Tenant(
-                c.tenant.parse().map_err(|_| TokenError("the token's tenant claim is not a tenant id".into()))?,
+                c.tenant
+                    .parse()
+                    .map_err(|_| TokenError("the token's tenant claim is not a tenant id".into()))?,
             )
         };
-        Ok(Caller { subject: c.sub, scope, role: c.role })
+        Ok(Caller {
+            subject: c.sub,
+            scope,
+            role: c.role,
+        })
     }
 }
 
 /// Mints an HS256 token with the configured secret (for `svalbard token`, `dev` and tests).
-pub fn mint_hs256(
-    cfg: &AuthConfig,
-    subject: &str,
-    tenant: &str,
-    role: Role,
-    ttl: Duration,
-) -> anyhow::Result<String> {
+pub fn mint_hs256(cfg: &AuthConfig, subject: &str, tenant: &str, role: Role, ttl: Duration) -> anyhow::Result<String> {
     let secret = cfg
         .hs256_secret
         .as_ref()

@@ -172,12 +172,16 @@ fn defaults() -> serde_json::Value {
 impl Config {
     /// Loads defaults, then `file` (or `SVALBARD_CONFIG`) if given, then the environment.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
-        Self::figment(file).extract().map_err(|e| anyhow::anyhow!("configuration: {e}"))
+        Self::figment(file)
+            .extract()
+            .map_err(|e| anyhow::anyhow!("configuration: {e}"))
     }
 
     pub fn figment(file: Option<&Path>) -> Figment {
         let mut fig = Figment::from(Serialized::defaults(defaults()));
-        let file = file.map(Path::to_path_buf).or_else(|| std::env::var_os("SVALBARD_CONFIG").map(Into::into));
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("SVALBARD_CONFIG").map(Into::into));
         if let Some(file) = file {
             fig = fig.merge(Toml::file_exact(file));
         }
@@ -185,7 +189,13 @@ impl Config {
             .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database_url".into()))
             .merge(
                 Env::raw()
-                    .only(&["S3_ENDPOINT", "S3_BUCKET", "S3_REGION", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"])
+                    .only(&[
+                        "S3_ENDPOINT",
+                        "S3_BUCKET",
+                        "S3_REGION",
+                        "S3_ACCESS_KEY_ID",
+                        "S3_SECRET_ACCESS_KEY",
+                    ])
                     .map(|k| format!("s3.{}", k.as_str().to_ascii_lowercase().trim_start_matches("s3_")).into()),
             )
     }

@@ -26,12 +26,17 @@ impl KeyRing {
     pub fn parse(spec: &SecretString) -> anyhow::Result<Self> {
         let mut keys = Vec::new();
         for item in spec.expose_secret().split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let (id, b64) =
-                item.split_once(':').ok_or_else(|| anyhow::anyhow!("crypto.keys: expected `keyid:base64`"))?;
+            let (id, b64) = item
+                .split_once(':')
+                .ok_or_else(|| anyhow::anyhow!("crypto.keys: expected `keyid:base64`"))?;
             let raw = STANDARD
                 .decode(b64)
                 .map_err(|_| anyhow::anyhow!("crypto.keys: key `{id}` is not base64"))?;
-            anyhow::ensure!(raw.len() == 32, "crypto.keys: key `{id}` must be 32 bytes, got {}", raw.len());
+            anyhow::ensure!(
+                raw.len() == 32,
+                "crypto.keys: key `{id}` must be 32 bytes, got {}",
+                raw.len()
+            );
             let cipher = XChaCha20Poly1305::new_from_slice(&raw)
                 .map_err(|_| anyhow::anyhow!("crypto.keys: key `{id}` is unusable"))?;
             keys.push((id.to_owned(), cipher));
@@ -52,19 +57,27 @@ impl KeyRing {
         let (id, cipher) = &self.keys[0];
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         let ct = cipher
-            .encrypt(&nonce, Payload { msg: plaintext, aad: context })
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad: context,
+                },
+            )
             .map_err(|_| anyhow::anyhow!("sealing failed"))?;
         let mut bytes = nonce.to_vec();
         bytes.extend_from_slice(&ct);
-        Ok(Sealed { key_id: id.clone(), bytes })
+        Ok(Sealed {
+            key_id: id.clone(),
+            bytes,
+        })
     }
 
     pub fn open(&self, sealed: &Sealed, context: &[u8]) -> anyhow::Result<Vec<u8>> {
-        let (_, cipher) = self
-            .keys
-            .iter()
-            .find(|(id, _)| *id == sealed.key_id)
-            .ok_or_else(|| anyhow::anyhow!("the key `{}` that sealed this secret is not configured", sealed.key_id))?;
+        let (_, cipher) =
+            self.keys.iter().find(|(id, _)| *id == sealed.key_id).ok_or_else(|| {
+                anyhow::anyhow!("the key `{}` that sealed this secret is not configured", sealed.key_id)
+            })?;
         anyhow::ensure!(sealed.bytes.len() > NONCE_LEN, "sealed secret is truncated");
         let (nonce, ct) = sealed.bytes.split_at(NONCE_LEN);
         cipher

@@ -20,5 +20,8 @@ pub async fn connect(url: &SecretString, max_connections: u32) -> anyhow::Result
 /// Applies pending migrations. sqlx holds a PostgreSQL advisory lock while migrating, so
 /// processes starting together wait for each other instead of colliding.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-    MIGRATOR.run(pool).await.map_err(|e| anyhow::anyhow!("migrating the control database: {e}"))
+    MIGRATOR
+        .run(pool)
+        .await
+        .map_err(|e| anyhow::anyhow!("migrating the control database: {e}"))
 }

@@ -22,7 +22,10 @@ impl Name {
         if raw.is_empty() || raw.len() > 63 {
             return Err(msg("must be 1 to 63 characters long"));
         }
-        if !raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        if !raw
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
             return Err(msg("may contain only lowercase letters, digits and '-'"));
         }
         if !raw.as_bytes()[0].is_ascii_lowercase() {
@@ -132,7 +135,8 @@ pub fn validate_labels(field: &str, labels: &BTreeMap<String, String>) -> Vec<Fi
     for (k, v) in labels {
         let ok = !k.is_empty()
             && k.len() <= 63
-            && k.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'-'));
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'-'));
         if !ok {
             errors.push(FieldError::new(
                 format!("{field}.{k}"),
@@ -140,7 +144,10 @@ pub fn validate_labels(field: &str, labels: &BTreeMap<String, String>) -> Vec<Fi
             ));
         }
         if v.len() > 255 {
-            errors.push(FieldError::new(format!("{field}.{k}"), "label values are at most 255 characters"));
+            errors.push(FieldError::new(
+                format!("{field}.{k}"),
+                "label values are at most 255 characters",
+            ));
         }
     }
     errors
@@ -148,7 +155,11 @@ pub fn validate_labels(field: &str, labels: &BTreeMap<String, String>) -> Vec<Fi
 
 /// Collects field errors into one validation error.
 pub fn check(errors: Vec<FieldError>) -> Result<(), Error> {
-    if errors.is_empty() { Ok(()) } else { Err(Error::Validation(errors)) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Validation(errors))
+    }
 }
 
 /// A tenant: the unit of isolation.

@@ -50,7 +50,11 @@ pub async fn enqueue(conn: &mut PgConnection, job: &NewJob) -> Result<JobId> {
     .bind(job.max_attempts)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(job.kind).execute(&mut *conn).await?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(job.kind)
+        .execute(&mut *conn)
+        .await?;
     Ok(id)
 }
 
@@ -120,7 +124,9 @@ pub async fn complete(conn: &mut PgConnection, job: JobId, worker: &str) -> Resu
 #[must_use]
 pub fn backoff(base: Duration, attempts: i32) -> Duration {
     let exp = u32::try_from(attempts.saturating_sub(1).clamp(0, 16)).unwrap_or(0);
-    let raw = base.saturating_mul(2u32.saturating_pow(exp)).min(Duration::from_secs(3600));
+    let raw = base
+        .saturating_mul(2u32.saturating_pow(exp))
+        .min(Duration::from_secs(3600));
     raw.mul_f64(rand::thread_rng().gen_range(0.75..1.25))
 }
 

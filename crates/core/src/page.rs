@@ -37,7 +37,11 @@ impl PageRequest {
                 }
             },
         };
-        if errors.is_empty() { Ok(Self { limit, before }) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(Self { limit, before })
+        } else {
+            Err(errors)
+        }
     }
 
     /// Rows to fetch: one more than the page, to learn whether another page follows.
@@ -76,11 +80,17 @@ impl<T> Page<T> {
         } else {
             None
         };
-        Self { items: rows, next_cursor }
+        Self {
+            items: rows,
+            next_cursor,
+        }
     }
 
     pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
-        Page { items: self.items.into_iter().map(f).collect(), next_cursor: self.next_cursor }
+        Page {
+            items: self.items.into_iter().map(f).collect(),
+            next_cursor: self.next_cursor,
+        }
     }
 }
 

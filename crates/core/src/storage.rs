@@ -36,7 +36,13 @@ impl Storage {
             b = b.endpoint_url(ep);
         }
         if let (Some(id), Some(secret)) = (&cfg.access_key_id, &cfg.secret_access_key) {
-            b = b.credentials_provider(Credentials::new(id, secret.expose_secret(), None, None, "svalbard-config"));
+            b = b.credentials_provider(Credentials::new(
+                id,
+                secret.expose_secret(),
+                None,
+                None,
+                "svalbard-config",
+            ));
         }
         Self {
             client: Client::from_conf(b.build()),
@@ -48,7 +54,11 @@ impl Storage {
     }
 
     fn prefixed(&self, key: String) -> String {
-        if self.prefix.is_empty() { key } else { format!("{}/{key}", self.prefix) }
+        if self.prefix.is_empty() {
+            key
+        } else {
+            format!("{}/{key}", self.prefix)
+        }
     }
 
     /// Folder of one backup: the archive and its manifest.
@@ -65,7 +75,13 @@ impl Storage {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| format!("object storage at {} is unreachable: {}", self.endpoint, aws_sdk_s3::error::DisplayErrorContext(e)))
+            .map_err(|e| {
+                format!(
+                    "object storage at {} is unreachable: {}",
+                    self.endpoint,
+                    aws_sdk_s3::error::DisplayErrorContext(e)
+                )
+            })
     }
 
     /// A pre-signed GET of `key`, downloaded under `file_name`.

@@ -58,7 +58,12 @@ impl Worker {
             std::process::id(),
             uuid::Uuid::now_v7().simple()
         );
-        Self { pool, config, id, handlers: HashMap::new() }
+        Self {
+            pool,
+            config,
+            id,
+            handlers: HashMap::new(),
+        }
     }
 
     #[must_use]
@@ -89,7 +94,9 @@ impl Worker {
             }
             // Claim while there are free slots and runnable jobs.
             loop {
-                let Ok(permit) = slots.clone().try_acquire_owned() else { break };
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    break;
+                };
                 match jobs::claim(
                     &this.pool,
                     &this.id,
@@ -134,7 +141,8 @@ impl Worker {
         for abandoned in jobs::recover_expired(&self.pool, Duration::from_secs(self.config.backoff_base_secs)).await? {
             let error = abandoned.last_error.clone().unwrap_or_default();
             tracing::warn!(job_id = %abandoned.id, kind = %abandoned.kind, %error, "job abandoned");
-            metrics::counter!("svalbard_jobs_total", "kind" => abandoned.kind.clone(), "outcome" => "abandoned").increment(1);
+            metrics::counter!("svalbard_jobs_total", "kind" => abandoned.kind.clone(), "outcome" => "abandoned")
+                .increment(1);
             if let Some(h) = self.handlers.get(abandoned.kind.as_str()) {
                 h.give_up(&self.pool, &abandoned, &error, false).await?;
             }
@@ -191,7 +199,8 @@ impl Worker {
             Ok(()) => {
                 // The handler commits its own result fenced; completing here is bookkeeping.
                 jobs::complete(&mut conn, job.id, &self.id).await?;
-                metrics::counter!("svalbard_jobs_total", "kind" => job.kind.clone(), "outcome" => "succeeded").increment(1);
+                metrics::counter!("svalbard_jobs_total", "kind" => job.kind.clone(), "outcome" => "succeeded")
+                    .increment(1);
             }
             Err(e) => {
                 let (msg, transient) = match &e {
@@ -202,11 +211,13 @@ impl Worker {
                 match jobs::fail(&mut conn, job, &self.id, msg, transient, backoff).await? {
                     Failure::WillRetry => {
                         tracing::warn!(error = msg, "attempt failed; will retry");
-                        metrics::counter!("svalbard_jobs_total", "kind" => job.kind.clone(), "outcome" => "retried").increment(1);
+                        metrics::counter!("svalbard_jobs_total", "kind" => job.kind.clone(), "outcome" => "retried")
+                            .increment(1);
                     }
                     Failure::Final => {
                         tracing::warn!(error = msg, "job failed");
-                        metrics::counter!("svalbard_jobs_total", "kind" => job.kind.clone(), "outcome" => "failed").increment(1);
+                        metrics::counter!("svalbard_jobs_total", "kind" => job.kind.clone(), "outcome" => "failed")
+                            .increment(1);
                         let abandoned = Abandoned {
                             id: job.id,
                             tenant_id: job.tenant_id,
@@ -225,7 +236,14 @@ impl Worker {
 }
 
 /// Keeps the lease alive; cancels the attempt when the job is no longer ours or past its deadline.
-async fn heartbeat(pool: PgPool, job: Job, worker: String, lease: Duration, every: Duration, cancel: CancellationToken) {
+async fn heartbeat(
+    pool: PgPool,
+    job: Job,
+    worker: String,
+    lease: Duration,
+    every: Duration,
+    cancel: CancellationToken,
+) {
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,

@@ -21,10 +21,16 @@ pub fn optional_text(
 ) -> Option<String> {
     let v = value?.trim();
     if v.chars().count() > max {
-        errors.push(svalbard_core::FieldError::new(field, format!("must be at most {max} characters")));
+        errors.push(svalbard_core::FieldError::new(
+            field,
+            format!("must be at most {max} characters"),
+        ));
     }
     if v.chars().any(char::is_control) {
-        errors.push(svalbard_core::FieldError::new(field, "must not contain control characters"));
+        errors.push(svalbard_core::FieldError::new(
+            field,
+            "must not contain control characters",
+        ));
     }
     (!v.is_empty()).then(|| v.to_owned())
 }

@@ -37,11 +37,19 @@ async fn healthz() -> HttpResponse {
 )]
 #[get("/readyz")]
 async fn readyz(state: State) -> ApiResult<HttpResponse> {
-    let ping = tokio::time::timeout(std::time::Duration::from_secs(2), sqlx::query("SELECT 1").execute(&state.pool)).await;
+    let ping = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        sqlx::query("SELECT 1").execute(&state.pool),
+    )
+    .await;
     match ping {
         Ok(Ok(_)) => Ok(HttpResponse::Ok().json(Health { status: "ok" })),
-        Ok(Err(e)) => Err(ApiError::Unavailable(format!("the control database is unreachable: {e}"))),
-        Err(_) => Err(ApiError::Unavailable("the control database did not answer within 2 s".into())),
+        Ok(Err(e)) => Err(ApiError::Unavailable(format!(
+            "the control database is unreachable: {e}"
+        ))),
+        Err(_) => Err(ApiError::Unavailable(
+            "the control database did not answer within 2 s".into(),
+        )),
     }
 }
 

@@ -96,15 +96,22 @@ pub struct UpdatePlanet {
 fn host(errors: &mut Vec<FieldError>, field: &str, v: &str) {
     let ok = !v.is_empty()
         && v.len() <= 253
-        && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'[' | b']' | b'/'));
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'[' | b']' | b'/'));
     if !ok {
-        errors.push(FieldError::new(field, "must be a host name or IP address (1 to 253 characters)"));
+        errors.push(FieldError::new(
+            field,
+            "must be a host name or IP address (1 to 253 characters)",
+        ));
     }
 }
 
 fn ident(errors: &mut Vec<FieldError>, field: &str, v: &str) {
     if v.is_empty() || v.len() > 63 || v.chars().any(char::is_control) {
-        errors.push(FieldError::new(field, "must be 1 to 63 characters without control characters"));
+        errors.push(FieldError::new(
+            field,
+            "must be 1 to 63 characters without control characters",
+        ));
     }
 }
 
@@ -175,7 +182,10 @@ async fn create_planet(
         },
     };
     // The fingerprint must cover the password too, without storing it: hash it in.
-    let fingerprint = (&body, c.password.as_deref().map(|p| hex::encode(Sha256::digest(p.as_bytes()))));
+    let fingerprint = (
+        &body,
+        c.password.as_deref().map(|p| hex::encode(Sha256::digest(p.as_bytes()))),
+    );
     idem.run(&state, &auth, &fingerprint, || async {
         let p = planets::create(&state.pool, &state.keys, tenant, project, new).await?;
         Ok(Reply::created(location(&state, &planet_path(tenant, project, p.id)), p))
@@ -251,7 +261,10 @@ async fn update_planet(
     let (tenant, project, planet) = path.into_inner();
     let tenant = auth.tenant_with(tenant, Role::Admin)?;
     let mut errors = Vec::new();
-    let name = body.name.as_deref().and_then(|n| Name::parse("name", n).map_err(|e| errors.push(e)).ok());
+    let name = body
+        .name
+        .as_deref()
+        .and_then(|n| Name::parse("name", n).map_err(|e| errors.push(e)).ok());
     if let Some(labels) = &body.labels {
         errors.extend(validate_labels("labels", labels));
     }
@@ -266,7 +279,10 @@ async fn update_planet(
         ident(&mut errors, "connection.user", u);
     }
     port(&mut errors, "connection.port", c.port);
-    let new_password = c.password.as_ref().map(|p| password(&mut errors, "connection.password", p.as_deref()));
+    let new_password = c
+        .password
+        .as_ref()
+        .map(|p| password(&mut errors, "connection.password", p.as_deref()));
     check(errors)?;
     let patch = PlanetPatch {
         name,

@@ -16,7 +16,10 @@ use crate::idempotency::{IdempotencyKey, Reply};
 use crate::state::State;
 
 pub fn configure(cfg: &mut ServiceConfig) {
-    cfg.service(create_project).service(list_projects).service(get_project).service(delete_project);
+    cfg.service(create_project)
+        .service(list_projects)
+        .service(get_project)
+        .service(delete_project);
 }
 
 /// A new project.
@@ -59,7 +62,10 @@ async fn create_project(
     let name = name.ok_or_else(|| ApiError::invalid("name", "is invalid"))?;
     idem.run(&state, &auth, &body, || async {
         let p = projects::create(&state.pool, tenant, &name, description.as_deref()).await?;
-        Ok(Reply::created(location(&state, &format!("/tenants/{tenant}/projects/{}", p.id)), p))
+        Ok(Reply::created(
+            location(&state, &format!("/tenants/{tenant}/projects/{}", p.id)),
+            p,
+        ))
     })
     .await
 }
@@ -75,7 +81,12 @@ async fn create_project(
     responses((status = 200, description = "A page of projects", body = Page<Project>)),
 )]
 #[get("/tenants/{tenantId}/projects")]
-async fn list_projects(state: State, auth: Auth, path: web::Path<(TenantId,)>, q: ListQuery) -> ApiResult<HttpResponse> {
+async fn list_projects(
+    state: State,
+    auth: Auth,
+    path: web::Path<(TenantId,)>,
+    q: ListQuery,
+) -> ApiResult<HttpResponse> {
     let tenant = auth.tenant(path.into_inner().0)?;
     Ok(HttpResponse::Ok().json(projects::list(&state.pool, tenant, q.page).await?))
 }

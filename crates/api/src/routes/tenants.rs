@@ -16,7 +16,10 @@ use crate::idempotency::{IdempotencyKey, Reply};
 use crate::state::State;
 
 pub fn configure(cfg: &mut ServiceConfig) {
-    cfg.service(create_tenant).service(list_tenants).service(get_tenant).service(delete_tenant);
+    cfg.service(create_tenant)
+        .service(list_tenants)
+        .service(get_tenant)
+        .service(delete_tenant);
 }
 
 /// A new tenant.

@@ -10,7 +10,11 @@ pub enum Lookup {
     /// The key is new and now reserved for this request.
     Reserved,
     /// The same request was answered before: replay this.
-    Replay { status: u16, location: Option<String>, body: serde_json::Value },
+    Replay {
+        status: u16,
+        location: Option<String>,
+        body: serde_json::Value,
+    },
     /// The key was used for a different request.
     Mismatch,
     /// The first request with this key is still being processed.
@@ -19,11 +23,13 @@ pub enum Lookup {
 
 pub async fn reserve(pool: &PgPool, scope: &str, key: &str, request_hash: &str) -> Result<Lookup> {
     // Keys live for a day; an old reservation is simply reused.
-    sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND created_at < now() - interval '24 hours'")
-        .bind(scope)
-        .bind(key)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND created_at < now() - interval '24 hours'",
+    )
+    .bind(scope)
+    .bind(key)
+    .execute(pool)
+    .await?;
     let inserted = sqlx::query(
         "INSERT INTO idempotency_keys (scope, key, request_hash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
     )

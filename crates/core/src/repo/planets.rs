@@ -101,7 +101,11 @@ impl Row {
     }
 }
 
-fn seal(keys: &KeyRing, planet: PlanetId, password: Option<&SecretString>) -> Result<(Option<Vec<u8>>, Option<String>)> {
+fn seal(
+    keys: &KeyRing,
+    planet: PlanetId,
+    password: Option<&SecretString>,
+) -> Result<(Option<Vec<u8>>, Option<String>)> {
     match password {
         None => Ok((None, None)),
         Some(p) => {
@@ -119,15 +123,25 @@ fn name_conflict(e: sqlx::Error, name: &str) -> Error {
     }
 }
 
-pub async fn create(pool: &PgPool, keys: &KeyRing, tenant: TenantId, project: ProjectId, new: NewPlanet) -> Result<Planet> {
+pub async fn create(
+    pool: &PgPool,
+    keys: &KeyRing,
+    tenant: TenantId,
+    project: ProjectId,
+    new: NewPlanet,
+) -> Result<Planet> {
     let id = PlanetId::new();
     let (sealed, key_id) = seal(keys, id, new.connection.password.as_ref())?;
     // The project must belong to the tenant: the sub-select yields no row otherwise.
-    let row = sqlx::query_as::<_, Row>(concat!("INSERT INTO planets (id, tenant_id, project_id, name, engine, planet_class, labels, host, port,
+    let row = sqlx::query_as::<_, Row>(concat!(
+        "INSERT INTO planets (id, tenant_id, project_id, name, engine, planet_class, labels, host, port,
                               database_name, db_user, sslmode, password_sealed, password_key_id)
          SELECT $1, p.tenant_id, p.id, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14
          FROM projects p WHERE p.tenant_id = $2 AND p.id = $3
-         RETURNING ", planet_columns!(), ""))
+         RETURNING ",
+        planet_columns!(),
+        ""
+    ))
     .bind(id)
     .bind(tenant)
     .bind(project)
@@ -152,8 +166,12 @@ pub async fn create(pool: &PgPool, keys: &KeyRing, tenant: TenantId, project: Pr
 pub async fn list(pool: &PgPool, tenant: TenantId, project: ProjectId, page: PageRequest) -> Result<Page<Planet>> {
     // Distinguish "no such project" from "no planets".
     super::projects::get(pool, tenant, project).await?;
-    let rows = sqlx::query_as::<_, Row>(concat!("SELECT ", planet_columns!(), " FROM planets WHERE tenant_id = $1 AND project_id = $2 AND ($3::uuid IS NULL OR id < $3)
-         ORDER BY id DESC LIMIT $4"))
+    let rows = sqlx::query_as::<_, Row>(concat!(
+        "SELECT ",
+        planet_columns!(),
+        " FROM planets WHERE tenant_id = $1 AND project_id = $2 AND ($3::uuid IS NULL OR id < $3)
+         ORDER BY id DESC LIMIT $4"
+    ))
     .bind(tenant)
     .bind(project)
     .bind(page.before)
@@ -165,7 +183,11 @@ pub async fn list(pool: &PgPool, tenant: TenantId, project: ProjectId, page: Pag
 }
 
 async fn row(pool: &PgPool, tenant: TenantId, project: ProjectId, planet: PlanetId) -> Result<Row> {
-    sqlx::query_as::<_, Row>(concat!("SELECT ", planet_columns!(), " FROM planets WHERE tenant_id = $1 AND project_id = $2 AND id = $3"))
+    sqlx::query_as::<_, Row>(concat!(
+        "SELECT ",
+        planet_columns!(),
+        " FROM planets WHERE tenant_id = $1 AND project_id = $2 AND id = $3"
+    ))
     .bind(tenant)
     .bind(project)
     .bind(planet)
@@ -189,8 +211,16 @@ pub async fn get_with_connection(
     let r = row(pool, tenant, project, planet).await?;
     let password = match (&r.password_sealed, &r.password_key_id) {
         (Some(bytes), Some(key_id)) => {
-            let clear = keys.open(&Sealed { key_id: key_id.clone(), bytes: bytes.clone() }, r.id.0.as_bytes())?;
-            Some(SecretString::from(String::from_utf8(clear).map_err(|_| corrupt("password"))?))
+            let clear = keys.open(
+                &Sealed {
+                    key_id: key_id.clone(),
+                    bytes: bytes.clone(),
+                },
+                r.id.0.as_bytes(),
+            )?;
+            Some(SecretString::from(
+                String::from_utf8(clear).map_err(|_| corrupt("password"))?,
+            ))
         }
         _ => None,
     };
@@ -220,7 +250,8 @@ pub async fn update(
         Some(p) => (true, seal(keys, planet, p.as_ref())?),
     };
     let name = patch.name.as_ref().map(Name::as_str);
-    let row = sqlx::query_as::<_, Row>(concat!("UPDATE planets SET
+    let row = sqlx::query_as::<_, Row>(concat!(
+        "UPDATE planets SET
             name = COALESCE($4, name),
             planet_class = COALESCE($5, planet_class),
             labels = COALESCE($6, labels),
@@ -233,7 +264,10 @@ pub async fn update(
             password_key_id = CASE WHEN $12 THEN $14 ELSE password_key_id END,
             updated_at = now()
          WHERE tenant_id = $1 AND project_id = $2 AND id = $3
-         RETURNING ", planet_columns!(), ""))
+         RETURNING ",
+        planet_columns!(),
+        ""
+    ))
     .bind(tenant)
     .bind(project)
     .bind(planet)

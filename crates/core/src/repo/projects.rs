@@ -13,7 +13,11 @@ macro_rules! project_columns {
 }
 
 pub async fn create(pool: &PgPool, tenant: TenantId, name: &Name, description: Option<&str>) -> Result<Project> {
-    sqlx::query_as::<_, Project>(concat!("INSERT INTO projects (id, tenant_id, name, description) VALUES ($1, $2, $3, $4) RETURNING ", project_columns!(), ""))
+    sqlx::query_as::<_, Project>(concat!(
+        "INSERT INTO projects (id, tenant_id, name, description) VALUES ($1, $2, $3, $4) RETURNING ",
+        project_columns!(),
+        ""
+    ))
     .bind(ProjectId::new())
     .bind(tenant)
     .bind(name.as_str())
@@ -30,8 +34,12 @@ pub async fn create(pool: &PgPool, tenant: TenantId, name: &Name, description: O
 }
 
 pub async fn list(pool: &PgPool, tenant: TenantId, page: PageRequest) -> Result<Page<Project>> {
-    let rows = sqlx::query_as::<_, Project>(concat!("SELECT ", project_columns!(), " FROM projects WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id < $2)
-         ORDER BY id DESC LIMIT $3"))
+    let rows = sqlx::query_as::<_, Project>(concat!(
+        "SELECT ",
+        project_columns!(),
+        " FROM projects WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id < $2)
+         ORDER BY id DESC LIMIT $3"
+    ))
     .bind(tenant)
     .bind(page.before)
     .bind(page.fetch())
@@ -41,12 +49,16 @@ pub async fn list(pool: &PgPool, tenant: TenantId, page: PageRequest) -> Result<
 }
 
 pub async fn get(pool: &PgPool, tenant: TenantId, project: ProjectId) -> Result<Project> {
-    sqlx::query_as::<_, Project>(concat!("SELECT ", project_columns!(), " FROM projects WHERE tenant_id = $1 AND id = $2"))
-        .bind(tenant)
-        .bind(project)
-        .fetch_optional(pool)
-        .await?
-        .ok_or(Error::NotFound("project"))
+    sqlx::query_as::<_, Project>(concat!(
+        "SELECT ",
+        project_columns!(),
+        " FROM projects WHERE tenant_id = $1 AND id = $2"
+    ))
+    .bind(tenant)
+    .bind(project)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(Error::NotFound("project"))
 }
 
 /// Deletes a project with its planets, refusing while any of its backups is stored.

@@ -52,24 +52,28 @@ pub async fn delete(pool: &PgPool, tenant: TenantId) -> Result<()> {
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(Error::NotFound("tenant"))?;
-    let stored: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM backups WHERE tenant_id = $1 AND status <> 'deleted'")
-            .bind(tenant)
-            .fetch_one(&mut *tx)
-            .await?;
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM backups WHERE tenant_id = $1 AND status <> 'deleted'")
+        .bind(tenant)
+        .fetch_one(&mut *tx)
+        .await?;
     if stored > 0 {
         return Err(Error::Conflict(format!(
             "the tenant still has {stored} backup(s); delete them first so no archive is orphaned"
         )));
     }
-    sqlx::query("DELETE FROM tenants WHERE id = $1").bind(tenant).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM tenants WHERE id = $1")
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(())
 }
 
 pub async fn find_by_name(pool: &PgPool, name: &Name) -> Result<Option<Tenant>> {
-    Ok(sqlx::query_as::<_, Tenant>("SELECT id, name, display_name, created_at FROM tenants WHERE name = $1")
-        .bind(name.as_str())
-        .fetch_optional(pool)
-        .await?)
+    Ok(
+        sqlx::query_as::<_, Tenant>("SELECT id, name, display_name, created_at FROM tenants WHERE name = $1")
+            .bind(name.as_str())
+            .fetch_optional(pool)
+            .await?,
+    )
 }

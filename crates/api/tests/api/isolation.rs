@@ -1,0 +1,172 @@
+use reqwest::Method;
+use serde_json::{Value, json};
+use svalbard_core::auth::Role;
+
+use crate::common::{TestApp, planet_body};
+
+struct World {
+    a: String,
+    a_project: String,
+    a_planet: String,
+    b: String,
+    b_project: String,
+}
+
+async fn world(app: &TestApp) -> World {
+    let a = app.tenant("alpha").await;
+    let a_project = app.project(&a, "shop").await;
+    let a_planet = app.planet(&a, &a_project, "orders").await;
+    let b = app.tenant("beta").await;
+    let b_project = app.project(&b, "shop").await;
+    World {
+        a,
+        a_project,
+        a_planet,
+        b,
+        b_project,
+    }
+}
+
+/// Every tenant-scoped endpoint, addressed with tenant `t`, project `p` and planet `x`.
+fn endpoints(t: &str, p: &str, x: &str) -> Vec<(Method, String, Option<Value>, Role)> {
+    let planets = format!("/api/v1/tenants/{t}/projects/{p}/planets");
+    vec![
+        (Method::GET, format!("/api/v1/tenants/{t}"), None, Role::Viewer),
+        (Method::GET, format!("/api/v1/tenants/{t}/projects"), None, Role::Viewer),
+        (
+            Method::POST,
+            format!("/api/v1/tenants/{t}/projects"),
+            Some(json!({ "name": "intruder" })),
+            Role::Admin,
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/tenants/{t}/projects/{p}"),
+            None,
+            Role::Viewer,
+        ),
+        (Method::GET, planets.clone(), None, Role::Viewer),
+        (
+            Method::POST,
+            planets.clone(),
+            Some(planet_body("intruder")),
+            Role::Admin,
+        ),
+        (Method::GET, format!("{planets}/{x}"), None, Role::Viewer),
+        (
+            Method::PATCH,
+            format!("{planets}/{x}"),
+            Some(json!({ "planetClass": "prod" })),
+            Role::Admin,
+        ),
+        (Method::DELETE, format!("{planets}/{x}"), None, Role::Admin),
+        (
+            Method::DELETE,
+            format!("/api/v1/tenants/{t}/projects/{p}"),
+            None,
+            Role::Admin,
+        ),
+        (Method::DELETE, format!("/api/v1/tenants/{t}"), None, Role::Admin),
+    ]
+}
+
+async fn snapshot(app: &TestApp, w: &World) -> Vec<String> {
+    let admin = app.platform();
+    let mut out = Vec::new();
+    for path in [
+        format!("/api/v1/tenants/{}", w.a),
+        format!("/api/v1/tenants/{}/projects", w.a),
+        format!("/api/v1/tenants/{}/projects/{}/planets", w.a, w.a_project),
+    ] {
+        let r = app.get(&path, &admin).await;
+        assert_eq!(r.status, 200);
+        out.push(r.text);
+    }
+    out
+}
+
+#[tokio::test]
+async fn another_tenants_ids_are_not_found_everywhere() {
+    let app = TestApp::spawn().await;
+    let w = world(&app).await;
+    let before = snapshot(&app, &w).await;
+    for role in [Role::Viewer, Role::Operator, Role::Admin] {
+        let b_token = app.token(&w.b, role);
+        // B's token on A's ids.
+        for (method, path, body, _) in endpoints(&w.a, &w.a_project, &w.a_planet) {
+            let r = app.send(method.clone(), &path, Some(&b_token), body).await;
+            let p = r.problem(404);
+            assert!(!r.text.contains(&w.a_project), "{method} {path} leaked: {p}");
+        }
+        // B's own tenant id with A's project and planet ids.
+        for (method, path, body, _) in endpoints(&w.b, &w.a_project, &w.a_planet).into_iter().skip(3) {
+            if path == format!("/api/v1/tenants/{}", w.b) || path.ends_with(&format!("/tenants/{}/projects", w.b)) {
+                continue;
+            }
+            let r = app.send(method.clone(), &path, Some(&b_token), body).await;
+            if role == Role::Admin || method == Method::GET {
+                r.problem(404);
+            } else {
+                assert!(r.status == 403 || r.status == 404, "{method} {path}: {}", r.text);
+            }
+        }
+        // B's project id under A's tenant is also unknown to A.
+        let a_token = app.token(&w.a, Role::Admin);
+        app.get(&format!("/api/v1/tenants/{}/projects/{}", w.a, w.b_project), &a_token)
+            .await
+            .problem(404);
+    }
+    assert_eq!(snapshot(&app, &w).await, before, "another tenant changed something");
+}
+
+#[tokio::test]
+async fn roles_are_checked_on_every_mutating_call() {
+    let app = TestApp::spawn().await;
+    let w = world(&app).await;
+    let before = snapshot(&app, &w).await;
+    for role in [Role::Viewer, Role::Operator] {
+        let token = app.token(&w.a, role);
+        for (method, path, body, needed) in endpoints(&w.a, &w.a_project, &w.a_planet) {
+            let r = app.send(method.clone(), &path, Some(&token), body).await;
+            if role >= needed {
+                assert_eq!(r.status, 200, "{method} {path} as {role:?}: {}", r.text);
+            } else {
+                r.problem(403);
+            }
+        }
+    }
+    assert_eq!(snapshot(&app, &w).await, before, "a weak role changed something");
+
+    // A tenant's own admin cannot manage tenants.
+    let tenant_admin = app.token(&w.a, Role::Admin);
+    app.post("/api/v1/tenants", &tenant_admin, json!({ "name": "mine" }))
+        .await
+        .problem(403);
+    app.get("/api/v1/tenants", &tenant_admin).await.problem(403);
+    app.delete(&format!("/api/v1/tenants/{}", w.a), &tenant_admin)
+        .await
+        .problem(403);
+    // A platform viewer reads but does not write.
+    let platform_viewer = app.token("*", Role::Viewer);
+    assert_eq!(app.get("/api/v1/tenants", &platform_viewer).await.status, 200);
+    app.post("/api/v1/tenants", &platform_viewer, json!({ "name": "mine" }))
+        .await
+        .problem(403);
+    app.post(
+        &format!("/api/v1/tenants/{}/projects", w.a),
+        &platform_viewer,
+        json!({ "name": "x" }),
+    )
+    .await
+    .problem(403);
+
+    // The admin of the tenant does every tenant-scoped call.
+    let admin = app.token(&w.a, Role::Admin);
+    for (method, path, body, _) in endpoints(&w.a, &w.a_project, &w.a_planet) {
+        if path.ends_with(&w.a) && method == Method::DELETE {
+            continue;
+        }
+        let r = app.send(method.clone(), &path, Some(&admin), body).await;
+        assert!(r.status < 300, "{method} {path} as admin: {}", r.text);
+    }
+}

@@ -1,0 +1,11 @@
+//! Black-box tests of the HTTP API: each test spawns the application on a free port against
+//! its own control database.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod auth;
+mod common;
+mod isolation;
+mod openapi;
+mod ops;
+mod resources;
+mod validation;
