@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs the whole test suite against real services: PostgreSQL (installed and started if
+# missing) and a Garage S3 server started here and stopped afterwards.
+set -euo pipefail
+source "$(dirname "$0")/services.sh"
+cd "$SVALBARD_ROOT"
+
+ensure_postgres
+command -v curl >/dev/null || apt_install curl
+trap stop_started EXIT
+start_garage
+
+# Databases left by earlier runs (tests create one each).
+psql -h 127.0.0.1 -U postgres -d postgres -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'svalbard_t\_%'" |
+  while read -r db; do psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null; done
+
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast "$@"
+else
+  cargo test --workspace --no-fail-fast "$@"
+fi
