@@ -63,7 +63,9 @@ CREATE TABLE backups (
     engine_version      text,
     tool_version        text,
     format_version      integer,
-    object_key          text NOT NULL,
+    -- folder of the backup's objects, and the archive inside it once stored
+    storage_prefix      text NOT NULL,
+    object_key          text,
     stage               text NOT NULL,
     retention_days      integer NOT NULL,
     metadata            jsonb NOT NULL DEFAULT '{}'::jsonb,

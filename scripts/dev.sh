@@ -6,4 +6,5 @@ source "$(dirname "$0")/services.sh"
 cd "$SVALBARD_ROOT"
 
 ensure_postgres
+for tool in curl jq; do command -v "$tool" >/dev/null || apt_install "$tool"; done
 exec cargo run --release --quiet -p svalbard -- dev "$@"

@@ -85,6 +85,35 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
     }
 }
 
+/// A JSON body that may be left out entirely (then `T::default()`).
+pub struct OptionalJson<T>(pub T);
+
+impl<T: DeserializeOwned + Default + 'static> FromRequest for OptionalJson<T> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let json = is_json(req);
+        let has_type = req.headers().contains_key(header::CONTENT_TYPE);
+        let limit = req
+            .app_data::<web::Data<Arc<AppState>>>()
+            .map_or(256 * 1024, |s| s.config.limits.json_body_bytes);
+        let payload = payload.take();
+        Box::pin(async move {
+            let body = read_body(payload, limit).await?;
+            if body.iter().all(u8::is_ascii_whitespace) {
+                return Ok(OptionalJson(T::default()));
+            }
+            if !json && has_type {
+                return Err(ApiError::UnsupportedMediaType(
+                    "the body must be `application/json`".into(),
+                ));
+            }
+            parse_json(&body).map(OptionalJson)
+        })
+    }
+}
+
 /// `?limit=&cursor=&status=` of list endpoints.
 pub struct ListQuery {
     pub page: PageRequest,

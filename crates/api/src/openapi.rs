@@ -21,6 +21,7 @@ use crate::error::{PROBLEM_JSON, Problem};
         (name = "tenants", description = "Tenants: the unit of isolation (platform administrators)"),
         (name = "projects", description = "Projects group the planets of a tenant"),
         (name = "planets", description = "Planets: the databases Svalbard backs up"),
+        (name = "backups", description = "Backups of planets, their archives and maintenance status"),
         (name = "operations", description = "Health, readiness and metrics"),
     ),
 )]

@@ -27,7 +27,8 @@ use crate::{extract, routes, telemetry};
 fn api_v1(cfg: &mut ServiceConfig) {
     cfg.configure(routes::tenants::configure)
         .configure(routes::projects::configure)
-        .configure(routes::planets::configure);
+        .configure(routes::planets::configure)
+        .configure(routes::backups::configure);
 }
 
 /// The OpenAPI document of every route, built the same way the server registers them.

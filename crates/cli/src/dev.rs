@@ -30,8 +30,28 @@ pub async fn run(file: Option<&Path>, data_dir: &Path) -> anyhow::Result<()> {
         };
         figment = figment.merge(Serialized::default("database_url", url));
     }
+    let mut embedded_s3 = None;
+    if figment.find_value("s3.endpoint").is_err() {
+        let root = data_dir.join("objects");
+        let bucket: String = figment.extract_inner("s3.bucket").unwrap_or_else(|_| "svalbard".into());
+        let endpoint = crate::embedded_s3::start(&root, &bucket, "svalbard-dev", "svalbard-dev-secret").await?;
+        figment = figment.merge(Serialized::default(
+            "s3",
+            serde_json::json!({
+                "endpoint": endpoint,
+                "region": "us-east-1",
+                "access_key_id": "svalbard-dev",
+                "secret_access_key": "svalbard-dev-secret",
+                "force_path_style": true,
+            }),
+        ));
+        embedded_s3 = Some((endpoint, root));
+    }
     let config: Config = figment.extract().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
     crate::init_tracing(&config);
+    if let Some((endpoint, root)) = &embedded_s3 {
+        tracing::info!(%endpoint, root = %root.display(), "serving an embedded S3 store");
+    }
     let pool = crate::connect(&config).await?;
 
     let demo = Name::parse("name", "demo").map_err(|e| anyhow::anyhow!(e.message))?;
@@ -54,7 +74,7 @@ pub async fn run(file: Option<&Path>, data_dir: &Path) -> anyhow::Result<()> {
     );
 
     let stop = crate::shutdown_signal();
-    let worker = crate::worker(&config, pool.clone());
+    let worker = crate::worker(&config, pool.clone())?;
     let worker_stop = stop.clone();
     let worker_task = tokio::spawn(async move { worker.run(worker_stop).await });
     let served = crate::serve(config, pool, stop.clone()).await;

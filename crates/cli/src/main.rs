@@ -1,6 +1,7 @@
 //! `svalbard`: one binary for every role of the service.
 
 mod dev;
+mod embedded_s3;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -130,8 +131,8 @@ pub async fn serve(config: Config, pool: sqlx::PgPool, stop: CancellationToken) 
     Ok(())
 }
 
-pub fn worker(config: &Config, pool: sqlx::PgPool) -> svalbard_worker::runner::Worker {
-    svalbard_worker::runner::Worker::new(pool, config.worker.clone())
+pub fn worker(config: &Config, pool: sqlx::PgPool) -> anyhow::Result<svalbard_worker::runner::Worker> {
+    svalbard_worker::build(config, pool)
 }
 
 #[tokio::main]
@@ -178,7 +179,7 @@ async fn main() -> anyhow::Result<()> {
             let config = Config::load(cli.config.as_deref())?;
             init_tracing(&config);
             let pool = connect(&config).await?;
-            worker(&config, pool).run(shutdown_signal()).await
+            worker(&config, pool)?.run(shutdown_signal()).await
         }
         Command::Dev { data_dir } => dev::run(cli.config.as_deref(), &data_dir).await,
     }

@@ -84,6 +84,8 @@ macro_rules! string_enum {
     };
 }
 
+pub(crate) use string_enum;
+
 string_enum!(
     /// Database engine of a planet.
     Engine { Postgresql => "postgresql", Mysql => "mysql" }

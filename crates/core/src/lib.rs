@@ -1,7 +1,9 @@
 //! Domain types, configuration, repositories, job queue, object storage and archive format
 //! shared by the Svalbard API and worker. Nothing in here knows about HTTP.
 
+pub mod archive;
 pub mod auth;
+pub mod backup;
 pub mod config;
 pub mod crypto;
 pub mod db;

@@ -97,3 +97,95 @@ impl Storage {
         Ok(req.uri().to_owned())
     }
 }
+
+impl Storage {
+    /// Keys of every object under `prefix`.
+    pub async fn list_keys(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.error("listing objects", e))?;
+            keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+        }
+        Ok(keys)
+    }
+
+    /// Multipart uploads under `prefix` that were started and never completed: `(key, upload id)`.
+    /// A store that does not implement the listing (some embedded ones) has none to show.
+    pub async fn list_uploads(&self, prefix: &str) -> anyhow::Result<Vec<(String, String)>> {
+        use aws_sdk_s3::error::ProvideErrorMetadata as _;
+        let out = match self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if e.code() == Some("NotImplemented") => return Ok(Vec::new()),
+            Err(e) => return Err(self.error("listing multipart uploads", e)),
+        };
+        Ok(out
+            .uploads()
+            .iter()
+            .filter_map(|u| Some((u.key()?.to_owned(), u.upload_id()?.to_owned())))
+            .collect())
+    }
+
+    /// Removes everything under `prefix`: unfinished uploads and objects. Idempotent.
+    pub async fn clear(&self, prefix: &str) -> anyhow::Result<usize> {
+        let mut removed = 0;
+        for (key, id) in self.list_uploads(prefix).await? {
+            self.client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&key)
+                .upload_id(&id)
+                .send()
+                .await
+                .map_err(|e| self.error("aborting a multipart upload", e))?;
+            removed += 1;
+        }
+        for key in self.list_keys(prefix).await? {
+            self.client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(&key)
+                .send()
+                .await
+                .map_err(|e| self.error("deleting an object", e))?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Writes a small object in one request.
+    pub async fn put(&self, key: &str, body: Vec<u8>, content_type: &str) -> anyhow::Result<()> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(body.into())
+            .send()
+            .await
+            .map_err(|e| self.error("writing an object", e))?;
+        Ok(())
+    }
+
+    fn error<E: std::error::Error + 'static>(&self, what: &str, e: E) -> anyhow::Error {
+        anyhow::anyhow!(
+            "object storage at {} (bucket {}): {what} failed: {}",
+            self.endpoint,
+            self.bucket,
+            aws_sdk_s3::error::DisplayErrorContext(e)
+        )
+    }
+}

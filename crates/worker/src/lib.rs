@@ -1,3 +1,33 @@
 //! The Svalbard worker: job loop, engine drivers, backup and restore pipelines.
 
+pub mod backup;
+pub mod engine;
+pub mod pg;
+pub mod pipeline;
 pub mod runner;
+
+use std::sync::Arc;
+
+use svalbard_core::config::Config;
+use svalbard_core::crypto::KeyRing;
+use svalbard_core::repo::backups::{BACKUP_JOB, DELETE_JOB};
+use svalbard_core::storage::Storage;
+
+/// A worker with every job handler, as `svalbard work` runs it.
+pub fn build(config: &Config, pool: sqlx::PgPool) -> anyhow::Result<runner::Worker> {
+    let storage = Storage::new(&config.s3);
+    let keys =
+        Arc::new(KeyRing::parse(config.crypto.keys.as_ref().ok_or_else(|| {
+            anyhow::anyhow!("crypto.keys is required (SVALBARD_CRYPTO__KEYS)")
+        })?)?);
+    Ok(runner::Worker::new(pool, config.worker.clone())
+        .with_handler(
+            BACKUP_JOB,
+            Arc::new(backup::BackupJob {
+                storage: storage.clone(),
+                keys,
+                config: config.worker.clone(),
+            }),
+        )
+        .with_handler(DELETE_JOB, Arc::new(backup::DeleteJob { storage })))
+}

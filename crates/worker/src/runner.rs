@@ -31,6 +31,11 @@ pub trait Handler: Send + Sync {
     /// deadline passes or the worker stops.
     async fn run(&self, ctx: &JobContext, cancel: CancellationToken) -> Result<(), JobError>;
 
+    /// Notes on the job's subject that an attempt failed and another will follow.
+    async fn retrying(&self, _pool: &PgPool, _job: &Job, _error: &str) -> anyhow::Result<()> {
+        Ok(())
+    }
+
     /// Records the final outcome on the job's subject after the last failed attempt.
     async fn give_up(&self, pool: &PgPool, job: &Abandoned, error: &str, permanent: bool) -> anyhow::Result<()>;
 }
@@ -151,7 +156,15 @@ impl Worker {
     }
 
     async fn execute(self: Arc<Self>, job: Job, stopping: CancellationToken) {
-        let span = tracing::info_span!("job", job_id = %job.id, tenant_id = %job.tenant_id, kind = %job.kind, subject_id = %job.subject_id, attempt = job.attempts);
+        let span = tracing::info_span!(
+            "job",
+            job_id = %job.id,
+            tenant_id = %job.tenant_id,
+            kind = %job.kind,
+            subject_id = %job.subject_id,
+            attempt = job.attempts,
+            backup_id = tracing::field::Empty,
+        );
         async move {
             let Some(handler) = self.handlers.get(job.kind.as_str()).cloned() else {
                 let mut conn = match self.pool.acquire().await {
@@ -211,6 +224,7 @@ impl Worker {
                 match jobs::fail(&mut conn, job, &self.id, msg, transient, backoff).await? {
                     Failure::WillRetry => {
                         tracing::warn!(error = msg, "attempt failed; will retry");
+                        handler.retrying(&self.pool, job, msg).await?;
                         metrics::counter!("svalbard_jobs_total", "kind" => job.kind.clone(), "outcome" => "retried")
                             .increment(1);
                     }

@@ -236,7 +236,7 @@ async fn deleting_what_still_has_backups_is_refused() {
     let p = app.project(&t, "proj").await;
     let planet = app.planet(&t, &p, "db").await;
     sqlx::query(
-        "INSERT INTO backups (id, tenant_id, project_id, planet_id, name, engine, method, status, object_key, stage, retention_days)
+        "INSERT INTO backups (id, tenant_id, project_id, planet_id, name, engine, method, status, storage_prefix, stage, retention_days)
          VALUES (gen_random_uuid(), $1::uuid, $2::uuid, $3::uuid, 'b', 'postgresql', 'manual', 'succeeded', 'k', 'test', 14)",
     )
     .bind(&t)

@@ -21,6 +21,14 @@ pub enum Lookup {
     InProgress,
 }
 
+#[derive(sqlx::FromRow)]
+struct Stored {
+    request_hash: String,
+    status: Option<i32>,
+    location: Option<String>,
+    body: Option<serde_json::Value>,
+}
+
 pub async fn reserve(pool: &PgPool, scope: &str, key: &str, request_hash: &str) -> Result<Lookup> {
     // Keys live for a day; an old reservation is simply reused.
     sqlx::query(
@@ -42,7 +50,7 @@ pub async fn reserve(pool: &PgPool, scope: &str, key: &str, request_hash: &str) 
     if inserted == 1 {
         return Ok(Lookup::Reserved);
     }
-    let row: Option<(String, Option<i32>, Option<String>, Option<serde_json::Value>)> = sqlx::query_as(
+    let row: Option<Stored> = sqlx::query_as(
         "SELECT request_hash, status, location, body FROM idempotency_keys WHERE scope = $1 AND key = $2",
     )
     .bind(scope)
@@ -51,8 +59,8 @@ pub async fn reserve(pool: &PgPool, scope: &str, key: &str, request_hash: &str) 
     .await?;
     Ok(match row {
         None => Lookup::InProgress,
-        Some((hash, _, _, _)) if hash != request_hash => Lookup::Mismatch,
-        Some((_, Some(status), location, body)) => Lookup::Replay {
+        Some(stored) if stored.request_hash != request_hash => Lookup::Mismatch,
+        Some(Stored { status: Some(status), location, body, .. }) => Lookup::Replay {
             status: u16::try_from(status).unwrap_or(200),
             location,
             body: body.unwrap_or(serde_json::Value::Null),

@@ -1,0 +1,360 @@
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use svalbard_core::FieldError;
+use svalbard_core::auth::Role;
+use svalbard_core::backup::{Backup, BackupStatus, Mechanism, Metadata, Method};
+use svalbard_core::domain::{PlanetClass, check};
+use svalbard_core::ids::{BackupId, PlanetId, ProjectId, TenantId};
+use svalbard_core::page::Page;
+use svalbard_core::repo::backups::{self, NewBackup};
+use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use super::{location, optional_text};
+use crate::auth::Auth;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ListQuery, OptionalJson};
+use crate::idempotency::{IdempotencyKey, Reply};
+use crate::state::State;
+
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(create_backup)
+        .service(list_planet_backups)
+        .service(list_project_backups)
+        .service(get_backup)
+        .service(delete_backup)
+        .service(archive)
+        .service(maintenance);
+}
+
+/// A backup request; every field is optional.
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateBackup {
+    /// `logical` (the engine's dump tool). `physical` is not supported yet.
+    pub mechanism: Option<Mechanism>,
+    /// Class to take the backup as; defaults to the planet's. Picks the default retention.
+    pub planet_class: Option<PlanetClass>,
+    /// A temporary backup expires after a day unless a retention is given.
+    pub temporary: Option<bool>,
+    /// 1–3650; defaults by class: dev 7, test 14, prod 30.
+    pub retention_period_in_days: Option<i32>,
+    pub metadata: Option<Metadata>,
+}
+
+fn status_filter(q: &ListQuery) -> Result<Option<&str>, ApiError> {
+    match q.status.as_deref() {
+        Some(s) if !s.is_empty() && s.parse::<BackupStatus>().is_err() => Err(ApiError::invalid(
+            "status",
+            format!("must be one of: {}", BackupStatus::ALL.join(", ")),
+        )),
+        other => Ok(other),
+    }
+}
+
+fn backup_path(t: TenantId, p: ProjectId, b: BackupId) -> String {
+    format!("/tenants/{t}/projects/{p}/backups/{b}")
+}
+
+/// Takes a backup of the planet now (operator). Answers 201 at once with the backup
+/// `scheduled`; poll it until `succeeded`.
+#[utoipa::path(
+    tag = "backups",
+    request_body(content = Option<CreateBackup>, description = "All fields optional; the body may be empty"),
+    params(
+        ("tenantId" = uuid::Uuid, Path, description = "The tenant"),
+        ("projectId" = uuid::Uuid, Path, description = "The project"),
+        ("planetId" = uuid::Uuid, Path, description = "The planet"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes the create safe to retry"),
+    ),
+    responses(
+        (status = 201, description = "The scheduled backup", body = Backup, headers(("Location" = String))),
+        (status = 409, description = "A backup of this planet is already in progress", body = crate::error::Problem, content_type = "application/problem+json"),
+    ),
+)]
+#[post("/tenants/{tenantId}/projects/{projectId}/planets/{planetId}/backups")]
+async fn create_backup(
+    state: State,
+    auth: Auth,
+    path: web::Path<(TenantId, ProjectId, PlanetId)>,
+    idem: IdempotencyKey,
+    OptionalJson(body): OptionalJson<CreateBackup>,
+) -> ApiResult<HttpResponse> {
+    let (tenant, project, planet) = path.into_inner();
+    let tenant = auth.tenant_with(tenant, Role::Operator)?;
+    let mut errors = Vec::new();
+    if body.mechanism == Some(Mechanism::Physical) {
+        errors.push(FieldError::new(
+            "mechanism",
+            "physical backups are not supported for this engine yet; use `logical`",
+        ));
+    }
+    if let Some(days) = body.retention_period_in_days
+        && !(1..=3650).contains(&days)
+    {
+        errors.push(FieldError::new("retentionPeriodInDays", "must be between 1 and 3650"));
+    }
+    let metadata = body.metadata.clone().unwrap_or_default();
+    let metadata = Metadata {
+        name: optional_text(&mut errors, "metadata.name", metadata.name.as_deref(), 200),
+        description: optional_text(
+            &mut errors,
+            "metadata.description",
+            metadata.description.as_deref(),
+            2000,
+        ),
+    };
+    check(errors)?;
+    let new = NewBackup {
+        mechanism: Mechanism::Logical,
+        method: Method::Manual,
+        planet_class: body.planet_class,
+        temporary: body.temporary.unwrap_or(false),
+        retention_days: body.retention_period_in_days,
+        metadata,
+        max_attempts: state.config.worker.max_attempts,
+    };
+    idem.run(&state, &auth, &body, || async {
+        let storage = &state.storage;
+        let b = backups::create(
+            &state.pool,
+            tenant,
+            project,
+            planet,
+            |id| storage.backup_prefix(tenant, project, planet, id),
+            new,
+        )
+        .await?;
+        Ok(Reply::created(location(&state, &backup_path(tenant, project, b.id)), b))
+    })
+    .await
+}
+
+/// Lists a planet's backups, newest first. Deleted backups show only with `status=deleted`.
+#[utoipa::path(
+    tag = "backups",
+    params(
+        ("tenantId" = uuid::Uuid, Path, description = "The tenant"),
+        ("projectId" = uuid::Uuid, Path, description = "The project"),
+        ("planetId" = uuid::Uuid, Path, description = "The planet"),
+        ("status" = Option<BackupStatus>, Query, description = "Only backups in this state"),
+        ("limit" = Option<i64>, Query, description = "Page size, 1–200 (default 50)"),
+        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
+    ),
+    responses((status = 200, description = "A page of backups", body = Page<Backup>)),
+)]
+#[get("/tenants/{tenantId}/projects/{projectId}/planets/{planetId}/backups")]
+async fn list_planet_backups(
+    state: State,
+    auth: Auth,
+    path: web::Path<(TenantId, ProjectId, PlanetId)>,
+    q: ListQuery,
+) -> ApiResult<HttpResponse> {
+    let (tenant, project, planet) = path.into_inner();
+    let tenant = auth.tenant(tenant)?;
+    let status = status_filter(&q)?;
+    Ok(HttpResponse::Ok().json(backups::list_for_planet(&state.pool, tenant, project, planet, status, q.page).await?))
+}
+
+/// Lists the backups of every planet of a project, newest first.
+#[utoipa::path(
+    tag = "backups",
+    params(
+        ("tenantId" = uuid::Uuid, Path, description = "The tenant"),
+        ("projectId" = uuid::Uuid, Path, description = "The project"),
+        ("status" = Option<BackupStatus>, Query, description = "Only backups in this state"),
+        ("limit" = Option<i64>, Query, description = "Page size, 1–200 (default 50)"),
+        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
+    ),
+    responses((status = 200, description = "A page of backups", body = Page<Backup>)),
+)]
+#[get("/tenants/{tenantId}/projects/{projectId}/backups")]
+async fn list_project_backups(
+    state: State,
+    auth: Auth,
+    path: web::Path<(TenantId, ProjectId)>,
+    q: ListQuery,
+) -> ApiResult<HttpResponse> {
+    let (tenant, project) = path.into_inner();
+    let tenant = auth.tenant(tenant)?;
+    let status = status_filter(&q)?;
+    Ok(HttpResponse::Ok().json(backups::list_for_project(&state.pool, tenant, project, status, q.page).await?))
+}
+
+/// Reads a backup, with its progress while it runs.
+#[utoipa::path(
+    tag = "backups",
+    params(
+        ("tenantId" = uuid::Uuid, Path, description = "The tenant"),
+        ("projectId" = uuid::Uuid, Path, description = "The project"),
+        ("backupId" = uuid::Uuid, Path, description = "The backup"),
+    ),
+    responses((status = 200, description = "The backup", body = Backup)),
+)]
+#[get("/tenants/{tenantId}/projects/{projectId}/backups/{backupId}")]
+async fn get_backup(
+    state: State,
+    auth: Auth,
+    path: web::Path<(TenantId, ProjectId, BackupId)>,
+) -> ApiResult<HttpResponse> {
+    let (tenant, project, backup) = path.into_inner();
+    let tenant = auth.tenant(tenant)?;
+    Ok(HttpResponse::Ok().json(backups::get(&state.pool, tenant, project, backup).await?))
+}
+
+/// Deletes a backup (admin). A scheduled or running backup is cancelled; a finished one goes
+/// `deleting` while its objects are removed, then `deleted` (kept as a tombstone). Repeatable.
+#[utoipa::path(
+    tag = "backups",
+    params(
+        ("tenantId" = uuid::Uuid, Path, description = "The tenant"),
+        ("projectId" = uuid::Uuid, Path, description = "The project"),
+        ("backupId" = uuid::Uuid, Path, description = "The backup"),
+    ),
+    responses((status = 202, description = "Deletion under way (or done)", body = Backup)),
+)]
+#[delete("/tenants/{tenantId}/projects/{projectId}/backups/{backupId}")]
+async fn delete_backup(
+    state: State,
+    auth: Auth,
+    path: web::Path<(TenantId, ProjectId, BackupId)>,
+) -> ApiResult<HttpResponse> {
+    let (tenant, project, backup) = path.into_inner();
+    let tenant = auth.tenant_with(tenant, Role::Admin)?;
+    let settle = std::time::Duration::from_secs(state.config.worker.lease_secs + state.config.worker.heartbeat_secs);
+    Ok(HttpResponse::Accepted().json(backups::request_delete(&state.pool, tenant, project, backup, settle).await?))
+}
+
+/// A short-lived download link of a backup's archive.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiveLink {
+    /// Pre-signed GET URL of the archive; the bytes never pass through the API.
+    pub download_url: String,
+    pub expires_at: DateTime<Utc>,
+    pub size_bytes: Option<i64>,
+    /// `sha256:<hex>` of the archive.
+    pub checksum: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ArchiveQuery {
+    redirect: Option<bool>,
+}
+
+/// A pre-signed download URL of a succeeded backup's archive. With `redirect=true`, a 302 to it.
+/// The archive is a zstd stream: `zstd -d` gives the engine's own dump.
+#[utoipa::path(
+    tag = "backups",
+    params(
+        ("tenantId" = uuid::Uuid, Path, description = "The tenant"),
+        ("projectId" = uuid::Uuid, Path, description = "The project"),
+        ("backupId" = uuid::Uuid, Path, description = "The backup"),
+        ("redirect" = Option<bool>, Query, description = "Answer 302 to the URL instead of 200"),
+    ),
+    responses(
+        (status = 200, description = "The link", body = ArchiveLink),
+        (status = 302, description = "Redirect to the link"),
+        (status = 409, description = "The backup has no archive (not succeeded)", body = crate::error::Problem, content_type = "application/problem+json"),
+    ),
+)]
+#[get("/tenants/{tenantId}/projects/{projectId}/backups/{backupId}/archive")]
+async fn archive(
+    state: State,
+    auth: Auth,
+    req: HttpRequest,
+    path: web::Path<(TenantId, ProjectId, BackupId)>,
+) -> ApiResult<HttpResponse> {
+    let (tenant, project, backup) = path.into_inner();
+    let tenant = auth.tenant(tenant)?;
+    let q = web::Query::<ArchiveQuery>::from_query(req.query_string())
+        .map_err(|_| ApiError::invalid("redirect", "must be true or false"))?;
+    let row = backups::row(&state.pool, tenant, project, backup).await?;
+    let status = row.status()?;
+    let key = match (&row.object_key, status) {
+        (Some(key), BackupStatus::Succeeded) => key.clone(),
+        _ => {
+            return Err(ApiError::Conflict(format!(
+                "backup {backup} is {} and has no archive to download",
+                status.as_str()
+            )));
+        }
+    };
+    let ttl = state.storage.presign_ttl;
+    let url = state
+        .storage
+        .presign_get(&key, &format!("{}.svb.zst", row.name), ttl)
+        .await
+        .map_err(|e| ApiError::BadGateway(format!("cannot sign a download URL: {e}")))?;
+    if q.redirect.unwrap_or(false) {
+        return Ok(HttpResponse::Found().insert_header((header::LOCATION, url)).finish());
+    }
+    let expires_at = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default();
+    Ok(HttpResponse::Ok().json(ArchiveLink {
+        download_url: url,
+        expires_at,
+        size_bytes: row.size_bytes,
+        checksum: row.checksum,
+    }))
+}
+
+/// The last backup of a planet, Connectware style.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationSummary {
+    pub id: uuid::Uuid,
+    pub succeeded: bool,
+    pub status: String,
+    pub status_message: Option<String>,
+    pub start_date: Option<DateTime<Utc>>,
+    pub end_date: Option<DateTime<Utc>>,
+}
+
+/// What a planet is doing and how its last operations ended.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Maintenance {
+    /// A backup or restore of this planet is scheduled or running.
+    pub running: bool,
+    pub backup: Option<OperationSummary>,
+    pub restore: Option<OperationSummary>,
+}
+
+/// Maintenance status of a planet: whether an operation runs and how the last ones ended.
+#[utoipa::path(
+    tag = "backups",
+    params(
+        ("tenantId" = uuid::Uuid, Path, description = "The tenant"),
+        ("projectId" = uuid::Uuid, Path, description = "The project"),
+        ("planetId" = uuid::Uuid, Path, description = "The planet"),
+    ),
+    responses((status = 200, description = "The status", body = Maintenance)),
+)]
+#[get("/tenants/{tenantId}/projects/{projectId}/planets/{planetId}/maintenance")]
+async fn maintenance(
+    state: State,
+    auth: Auth,
+    path: web::Path<(TenantId, ProjectId, PlanetId)>,
+) -> ApiResult<HttpResponse> {
+    let (tenant, project, planet) = path.into_inner();
+    let tenant = auth.tenant(tenant)?;
+    let last = backups::last_for_planet(&state.pool, tenant, project, planet).await?;
+    let backup = last.map(|b| OperationSummary {
+        id: b.id.0,
+        succeeded: b.status == BackupStatus::Succeeded,
+        status: b.status.as_str().into(),
+        status_message: b.error_message.or_else(|| Some(b.status.display().into())),
+        start_date: b.started_at,
+        end_date: b.completed_at,
+    });
+    let running = backup
+        .as_ref()
+        .is_some_and(|b| b.status == "scheduled" || b.status == "running");
+    Ok(HttpResponse::Ok().json(Maintenance {
+        running,
+        backup,
+        restore: None,
+    }))
+}

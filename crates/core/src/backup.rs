@@ -1,0 +1,166 @@
+//! The backup resource: states, representation and the create request's validated form.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::domain::{Engine, PlanetClass, string_enum};
+use crate::ids::{BackupId, PlanetId, ProjectId, TenantId};
+
+string_enum!(
+    /// `scheduled → running → succeeded | failed | incomplete`; `succeeded → expired`;
+    /// any finished backup `→ deleting → deleted`.
+    BackupStatus {
+        Scheduled => "scheduled",
+        Running => "running",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        Incomplete => "incomplete",
+        Expired => "expired",
+        Deleting => "deleting",
+        Deleted => "deleted",
+    }
+);
+string_enum!(
+    /// How the backup is taken.
+    Mechanism { Logical => "logical", Physical => "physical" }
+);
+string_enum!(
+    /// Who asked for the backup.
+    Method { Manual => "manual", Periodic => "periodic" }
+);
+
+impl BackupStatus {
+    /// A short word for dashboards.
+    #[must_use]
+    pub fn display(self) -> &'static str {
+        match self {
+            Self::Scheduled => "pending",
+            Self::Running => "in progress",
+            Self::Succeeded => "ready",
+            Self::Failed => "failed",
+            Self::Incomplete => "incomplete",
+            Self::Expired => "expired",
+            Self::Deleting => "deleting",
+            Self::Deleted => "deleted",
+        }
+    }
+
+    /// Still being taken.
+    #[must_use]
+    pub fn in_flight(self) -> bool {
+        matches!(self, Self::Scheduled | Self::Running)
+    }
+}
+
+/// Progress of a running backup.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    /// Bytes of the engine's dump read so far.
+    pub bytes_processed: i64,
+    /// `connecting`, `dumping`, `finalizing`, ...
+    pub phase: Option<String>,
+}
+
+/// One step of taking a backup.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Part {
+    /// `dump`, `upload` or `manifest`.
+    pub name: String,
+    /// `pending`, `running`, `succeeded` or `failed`.
+    pub state: String,
+    pub size_bytes: Option<i64>,
+    pub start_time: Option<DateTime<Utc>>,
+    /// Failed attempts of this step.
+    pub failures: i32,
+}
+
+/// Free-text metadata given at creation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Metadata {
+    pub name: Option<String>,
+    pub description: Option<String>,
+}
+
+/// Where the backup comes from, Guidewire style.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Environment {
+    pub tenant: String,
+    pub project: String,
+    /// The planet class the backup was taken as.
+    pub stage: PlanetClass,
+    /// The planet's name.
+    pub name: String,
+}
+
+/// A backup of a planet.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Backup {
+    pub id: BackupId,
+    /// `YYYYMMDDhhmmss_<planet>` (UTC).
+    pub name: String,
+    pub tenant_id: TenantId,
+    pub project_id: ProjectId,
+    pub planet_id: PlanetId,
+    pub engine: Engine,
+    pub mechanism: Mechanism,
+    pub method: Method,
+    pub temporary: bool,
+    pub pinned: bool,
+    pub status: BackupStatus,
+    /// `pending`, `in progress`, `ready`, `failed`, ...
+    pub display_status: &'static str,
+    pub error_message: Option<String>,
+    pub progress: Option<Progress>,
+    /// Size of the stored archive.
+    pub size_bytes: Option<i64>,
+    /// `sha256:<hex>` of the stored archive.
+    pub checksum: Option<String>,
+    pub compression: String,
+    pub encryption: String,
+    pub engine_version: Option<String>,
+    pub tool_version: Option<String>,
+    pub format_version: Option<i32>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub expiration_date: Option<DateTime<Utc>>,
+    pub retention_period_in_days: i32,
+    pub metadata: Metadata,
+    pub environment: Environment,
+    pub parts: Vec<Part>,
+}
+
+/// Default retention: by planet class, one day for temporary backups, unless given.
+#[must_use]
+pub fn retention_days(class: PlanetClass, temporary: bool, requested: Option<i32>) -> i32 {
+    requested.unwrap_or(if temporary { 1 } else { class.default_retention_days() })
+}
+
+/// `YYYYMMDDhhmmss_<planet>`.
+#[must_use]
+pub fn backup_name(at: DateTime<Utc>, planet: &str) -> String {
+    format!("{}_{planet}", at.format("%Y%m%d%H%M%S"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_retention() {
+        let at = DateTime::parse_from_rfc3339("2026-01-29T09:53:09Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(backup_name(at, "orders"), "20260129095309_orders");
+        assert_eq!(retention_days(PlanetClass::Prod, false, None), 30);
+        assert_eq!(retention_days(PlanetClass::Dev, false, None), 7);
+        assert_eq!(retention_days(PlanetClass::Test, true, None), 1);
+        assert_eq!(retention_days(PlanetClass::Test, true, Some(10)), 10);
+    }
+}

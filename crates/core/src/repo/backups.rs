@@ -1,0 +1,535 @@
+//! Backups. API-side functions take the tenant first; worker-side functions are fenced by the
+//! job that owns the backup, so a worker that lost its claim cannot change it.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+
+use crate::backup::{
+    Backup, BackupStatus, Environment, Mechanism, Metadata, Method, Part, Progress, backup_name, retention_days,
+};
+use crate::domain::PlanetClass;
+use crate::error::{Error, Result, is_unique_violation};
+use crate::ids::{BackupId, JobId, PlanetId, ProjectId, TenantId};
+use crate::jobs::{self, NewJob};
+use crate::page::{Page, PageRequest};
+
+pub const BACKUP_JOB: &str = "backup";
+pub const DELETE_JOB: &str = "delete-backup";
+
+macro_rules! backup_select {
+    () => {
+        "SELECT b.id, b.name, b.tenant_id, b.project_id, b.planet_id, b.engine, b.mechanism, b.method, b.temporary,
+                b.pinned, b.status, b.error_message, b.phase, b.bytes_processed, b.size_bytes, b.checksum,
+                b.compression, b.encryption, b.engine_version, b.tool_version, b.format_version, b.storage_prefix, b.object_key,
+                b.stage, b.retention_days, b.metadata, b.parts, b.created_at, b.started_at, b.completed_at,
+                b.expiration_date, t.name AS tenant_name, p.name AS project_name, x.name AS planet_name
+         FROM backups b
+         JOIN tenants t ON t.id = b.tenant_id
+         JOIN projects p ON p.id = b.project_id
+         JOIN planets x ON x.id = b.planet_id "
+    };
+}
+
+#[derive(sqlx::FromRow)]
+pub struct Row {
+    pub id: BackupId,
+    pub name: String,
+    pub tenant_id: TenantId,
+    pub project_id: ProjectId,
+    pub planet_id: PlanetId,
+    pub engine: String,
+    pub mechanism: String,
+    pub method: String,
+    pub temporary: bool,
+    pub pinned: bool,
+    pub status: String,
+    pub error_message: Option<String>,
+    pub phase: Option<String>,
+    pub bytes_processed: i64,
+    pub size_bytes: Option<i64>,
+    pub checksum: Option<String>,
+    pub compression: String,
+    pub encryption: String,
+    pub engine_version: Option<String>,
+    pub tool_version: Option<String>,
+    pub format_version: Option<i32>,
+    pub storage_prefix: String,
+    pub object_key: Option<String>,
+    pub stage: String,
+    pub retention_days: i32,
+    pub metadata: sqlx::types::Json<Metadata>,
+    pub parts: sqlx::types::Json<Vec<Part>>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub expiration_date: Option<DateTime<Utc>>,
+    pub tenant_name: String,
+    pub project_name: String,
+    pub planet_name: String,
+}
+
+fn corrupt(what: &str) -> Error {
+    Error::Other(anyhow::anyhow!("stored backup has an invalid {what}"))
+}
+
+impl Row {
+    pub fn status(&self) -> Result<BackupStatus> {
+        self.status.parse().map_err(|_| corrupt("status"))
+    }
+
+    pub fn into_backup(self) -> Result<Backup> {
+        let status = self.status()?;
+        Ok(Backup {
+            id: self.id,
+            name: self.name,
+            tenant_id: self.tenant_id,
+            project_id: self.project_id,
+            planet_id: self.planet_id,
+            engine: self.engine.parse().map_err(|_| corrupt("engine"))?,
+            mechanism: self.mechanism.parse().map_err(|_| corrupt("mechanism"))?,
+            method: self.method.parse().map_err(|_| corrupt("method"))?,
+            temporary: self.temporary,
+            pinned: self.pinned,
+            status,
+            display_status: status.display(),
+            error_message: self.error_message,
+            progress: status.in_flight().then_some(Progress {
+                bytes_processed: self.bytes_processed,
+                phase: self.phase,
+            }),
+            size_bytes: self.size_bytes,
+            checksum: self.checksum,
+            compression: self.compression,
+            encryption: self.encryption,
+            engine_version: self.engine_version,
+            tool_version: self.tool_version,
+            format_version: self.format_version,
+            created_at: self.created_at,
+            started_at: self.started_at,
+            completed_at: self.completed_at,
+            expiration_date: self.expiration_date,
+            retention_period_in_days: self.retention_days,
+            metadata: self.metadata.0,
+            environment: Environment {
+                tenant: self.tenant_name,
+                project: self.project_name,
+                stage: self.stage.parse().map_err(|_| corrupt("stage"))?,
+                name: self.planet_name,
+            },
+            parts: self.parts.0,
+        })
+    }
+}
+
+/// A validated create request.
+pub struct NewBackup {
+    pub mechanism: Mechanism,
+    pub method: Method,
+    pub planet_class: Option<PlanetClass>,
+    pub temporary: bool,
+    pub retention_days: Option<i32>,
+    pub metadata: Metadata,
+    pub max_attempts: i32,
+}
+
+fn initial_parts() -> Vec<Part> {
+    ["dump", "upload", "manifest"]
+        .into_iter()
+        .map(|n| Part {
+            name: n.into(),
+            state: "pending".into(),
+            ..Part::default()
+        })
+        .collect()
+}
+
+/// Inserts the backup and its job in one transaction and wakes the workers.
+pub async fn create(
+    pool: &PgPool,
+    tenant: TenantId,
+    project: ProjectId,
+    planet: PlanetId,
+    prefix: impl FnOnce(BackupId) -> String,
+    new: NewBackup,
+) -> Result<Backup> {
+    let mut tx = pool.begin().await?;
+    // FOR SHARE keeps the planet from being deleted under the new backup.
+    let (planet_name, engine, class): (String, String, String) = sqlx::query_as(
+        "SELECT name, engine, planet_class FROM planets WHERE tenant_id = $1 AND project_id = $2 AND id = $3 FOR SHARE",
+    )
+    .bind(tenant)
+    .bind(project)
+    .bind(planet)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(Error::NotFound("planet"))?;
+    let class = new
+        .planet_class
+        .unwrap_or(class.parse().map_err(|_| corrupt("planet class"))?);
+    let id = BackupId::new();
+    let now = Utc::now();
+    let inserted = sqlx::query(
+        "INSERT INTO backups (id, tenant_id, project_id, planet_id, name, engine, mechanism, method, temporary,
+                              status, storage_prefix, stage, retention_days, metadata, parts, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'scheduled', $10, $11, $12, $13, $14, $15)",
+    )
+    .bind(id)
+    .bind(tenant)
+    .bind(project)
+    .bind(planet)
+    .bind(backup_name(now, &planet_name))
+    .bind(&engine)
+    .bind(new.mechanism.as_str())
+    .bind(new.method.as_str())
+    .bind(new.temporary)
+    .bind(prefix(id))
+    .bind(class.as_str())
+    .bind(retention_days(class, new.temporary, new.retention_days))
+    .bind(sqlx::types::Json(&new.metadata))
+    .bind(sqlx::types::Json(initial_parts()))
+    .bind(now)
+    .execute(&mut *tx)
+    .await;
+    if let Err(e) = inserted {
+        if is_unique_violation(&e, "backups_one_active") {
+            drop(tx);
+            let (busy, status): (BackupId, String) = sqlx::query_as(
+                "SELECT id, status FROM backups WHERE planet_id = $1 AND status IN ('scheduled', 'running') LIMIT 1",
+            )
+            .bind(planet)
+            .fetch_optional(pool)
+            .await?
+            .ok_or_else(|| Error::Conflict("another backup of this planet is in progress".into()))?;
+            return Err(Error::Conflict(format!(
+                "backup {busy} of this planet is already {status}; wait for it to finish"
+            )));
+        }
+        return Err(e.into());
+    }
+    jobs::enqueue(
+        &mut tx,
+        &NewJob {
+            tenant,
+            kind: BACKUP_JOB,
+            subject: id.0,
+            payload: serde_json::json!({}),
+            max_attempts: new.max_attempts,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    get(pool, tenant, project, id).await
+}
+
+fn parse_status(status: Option<&str>) -> Result<Option<BackupStatus>> {
+    status
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<BackupStatus>().map_err(|e| Error::invalid("status", e)))
+        .transpose()
+}
+
+async fn list(
+    pool: &PgPool,
+    tenant: TenantId,
+    project: ProjectId,
+    planet: Option<PlanetId>,
+    status: Option<&str>,
+    page: PageRequest,
+) -> Result<Page<Backup>> {
+    let status = parse_status(status)?;
+    let rows = sqlx::query_as::<_, Row>(concat!(
+        backup_select!(),
+        "WHERE b.tenant_id = $1 AND b.project_id = $2 AND ($3::uuid IS NULL OR b.planet_id = $3)
+           AND (CASE WHEN $4::text IS NULL THEN b.status <> 'deleted' ELSE b.status = $4 END)
+           AND ($5::uuid IS NULL OR b.id < $5)
+         ORDER BY b.id DESC LIMIT $6"
+    ))
+    .bind(tenant)
+    .bind(project)
+    .bind(planet)
+    .bind(status.map(BackupStatus::as_str))
+    .bind(page.before)
+    .bind(page.fetch())
+    .fetch_all(pool)
+    .await?;
+    let items = rows.into_iter().map(Row::into_backup).collect::<Result<Vec<_>>>()?;
+    Ok(Page::from_rows(items, page, |b| b.id.0))
+}
+
+/// Backups of a planet, newest first; deleted ones only with `status=deleted`.
+pub async fn list_for_planet(
+    pool: &PgPool,
+    tenant: TenantId,
+    project: ProjectId,
+    planet: PlanetId,
+    status: Option<&str>,
+    page: PageRequest,
+) -> Result<Page<Backup>> {
+    super::planets::get(pool, tenant, project, planet).await?;
+    list(pool, tenant, project, Some(planet), status, page).await
+}
+
+/// Backups of every planet of a project, newest first.
+pub async fn list_for_project(
+    pool: &PgPool,
+    tenant: TenantId,
+    project: ProjectId,
+    status: Option<&str>,
+    page: PageRequest,
+) -> Result<Page<Backup>> {
+    super::projects::get(pool, tenant, project).await?;
+    list(pool, tenant, project, None, status, page).await
+}
+
+pub async fn row(pool: &PgPool, tenant: TenantId, project: ProjectId, id: BackupId) -> Result<Row> {
+    sqlx::query_as::<_, Row>(concat!(
+        backup_select!(),
+        "WHERE b.tenant_id = $1 AND b.project_id = $2 AND b.id = $3"
+    ))
+    .bind(tenant)
+    .bind(project)
+    .bind(id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(Error::NotFound("backup"))
+}
+
+pub async fn get(pool: &PgPool, tenant: TenantId, project: ProjectId, id: BackupId) -> Result<Backup> {
+    row(pool, tenant, project, id).await?.into_backup()
+}
+
+/// Deletes a backup: a queued one is cancelled outright; a running one is cancelled and its
+/// leftovers removed once its worker has stopped; a finished one goes `deleting` and a job
+/// removes its objects. Repeating the call changes nothing.
+pub async fn request_delete(
+    pool: &PgPool,
+    tenant: TenantId,
+    project: ProjectId,
+    id: BackupId,
+    settle: std::time::Duration,
+) -> Result<Backup> {
+    let mut tx = pool.begin().await?;
+    let status: String = sqlx::query_scalar(
+        "SELECT status FROM backups WHERE tenant_id = $1 AND project_id = $2 AND id = $3 FOR UPDATE",
+    )
+    .bind(tenant)
+    .bind(project)
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(Error::NotFound("backup"))?;
+    let status: BackupStatus = status.parse().map_err(|_| corrupt("status"))?;
+    match status {
+        BackupStatus::Deleting | BackupStatus::Deleted => {}
+        BackupStatus::Scheduled
+        | BackupStatus::Running
+        | BackupStatus::Succeeded
+        | BackupStatus::Failed
+        | BackupStatus::Incomplete
+        | BackupStatus::Expired => {
+            jobs::cancel_for_subject(&mut tx, id.0).await?;
+            sqlx::query(
+                "UPDATE backups SET status = 'deleting', phase = NULL,
+                        error_message = CASE WHEN status IN ('scheduled', 'running') THEN 'cancelled by a delete request' ELSE error_message END
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            let job = jobs::enqueue(
+                &mut tx,
+                &NewJob {
+                    tenant,
+                    kind: DELETE_JOB,
+                    subject: id.0,
+                    payload: serde_json::json!({}),
+                    max_attempts: 100,
+                },
+            )
+            .await?;
+            // A running dump stops at its next heartbeat; removing its leftovers waits for that.
+            if status == BackupStatus::Running {
+                sqlx::query("UPDATE jobs SET run_after = now() + make_interval(secs => $2) WHERE id = $1")
+                    .bind(job)
+                    .bind(settle.as_secs_f64())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+    }
+    tx.commit().await?;
+    get(pool, tenant, project, id).await
+}
+
+/// Summary of a planet's last operations.
+pub async fn last_for_planet(
+    pool: &PgPool,
+    tenant: TenantId,
+    project: ProjectId,
+    planet: PlanetId,
+) -> Result<Option<Backup>> {
+    super::planets::get(pool, tenant, project, planet).await?;
+    let row = sqlx::query_as::<_, Row>(concat!(
+        backup_select!(),
+        "WHERE b.tenant_id = $1 AND b.project_id = $2 AND b.planet_id = $3 AND b.status <> 'deleted'
+         ORDER BY b.id DESC LIMIT 1"
+    ))
+    .bind(tenant)
+    .bind(project)
+    .bind(planet)
+    .fetch_optional(pool)
+    .await?;
+    row.map(Row::into_backup).transpose()
+}
+
+// ---- worker side -------------------------------------------------------------------------
+
+/// The backup a job serves, whatever its tenant (the job row names it).
+pub async fn for_job(pool: &PgPool, tenant: TenantId, id: BackupId) -> Result<Row> {
+    sqlx::query_as::<_, Row>(concat!(backup_select!(), "WHERE b.tenant_id = $1 AND b.id = $2"))
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or(Error::NotFound("backup"))
+}
+
+/// Fenced update of a backup by the worker holding its job. `false`: the job is not ours.
+async fn fenced(conn: &mut PgConnection, sql: &'static str, id: BackupId, job: JobId, worker: &str) -> Result<bool> {
+    Ok(sqlx::query(sql)
+        .bind(id)
+        .bind(job)
+        .bind(worker)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected()
+        == 1)
+}
+
+pub async fn mark_running(pool: &PgPool, id: BackupId, job: JobId, worker: &str) -> Result<bool> {
+    let mut conn = pool.acquire().await?;
+    fenced(
+        &mut conn,
+        "UPDATE backups SET status = 'running', phase = 'connecting', bytes_processed = 0, error_message = NULL,
+                started_at = COALESCE(started_at, now())
+         WHERE id = $1 AND status IN ('scheduled', 'running')
+           AND EXISTS (SELECT 1 FROM jobs WHERE id = $2 AND locked_by = $3 AND state = 'running')",
+        id,
+        job,
+        worker,
+    )
+    .await
+}
+
+/// Progress and step states, written every few seconds while the dump streams.
+pub async fn report(
+    pool: &PgPool,
+    id: BackupId,
+    job: JobId,
+    worker: &str,
+    bytes: u64,
+    phase: &str,
+    parts: &[Part],
+) -> Result<bool> {
+    let n = sqlx::query(
+        "UPDATE backups SET bytes_processed = $4, phase = $5, parts = $6
+         WHERE id = $1 AND status = 'running'
+           AND EXISTS (SELECT 1 FROM jobs WHERE id = $2 AND locked_by = $3 AND state = 'running')",
+    )
+    .bind(id)
+    .bind(job)
+    .bind(worker)
+    .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
+    .bind(phase)
+    .bind(sqlx::types::Json(parts))
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// What a successful backup records.
+pub struct Success<'a> {
+    pub object_key: &'a str,
+    pub size_bytes: u64,
+    pub checksum: &'a str,
+    pub engine_version: &'a str,
+    pub tool_version: &'a str,
+    pub format_version: u32,
+    pub bytes_processed: u64,
+    pub parts: &'a [Part],
+}
+
+/// Marks the backup succeeded and completes its job, in one fenced transaction.
+pub async fn succeed(pool: &PgPool, id: BackupId, job: JobId, worker: &str, s: &Success<'_>) -> Result<bool> {
+    let mut tx = pool.begin().await?;
+    let n = sqlx::query(
+        "UPDATE backups SET status = 'succeeded', phase = NULL, error_message = NULL, completed_at = now(),
+                object_key = $4, size_bytes = $5, checksum = $6, engine_version = $7, tool_version = $8,
+                format_version = $9, bytes_processed = $10, parts = $11,
+                expiration_date = now() + make_interval(days => retention_days)
+         WHERE id = $1 AND status = 'running'
+           AND EXISTS (SELECT 1 FROM jobs WHERE id = $2 AND locked_by = $3 AND state = 'running')",
+    )
+    .bind(id)
+    .bind(job)
+    .bind(worker)
+    .bind(s.object_key)
+    .bind(i64::try_from(s.size_bytes).unwrap_or(i64::MAX))
+    .bind(s.checksum)
+    .bind(s.engine_version)
+    .bind(s.tool_version)
+    .bind(i32::try_from(s.format_version).unwrap_or(i32::MAX))
+    .bind(i64::try_from(s.bytes_processed).unwrap_or(i64::MAX))
+    .bind(sqlx::types::Json(s.parts))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if n != 1 || !jobs::complete(&mut tx, job, worker).await? {
+        return Ok(false);
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Records the end of a backup that will not be retried: `failed` (permanent error) or
+/// `incomplete` (attempts used up). A backup being deleted is left alone.
+pub async fn give_up(pool: &PgPool, id: BackupId, permanent: bool, message: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE backups SET status = $2, error_message = $3, phase = NULL, completed_at = now()
+         WHERE id = $1 AND status IN ('scheduled', 'running')",
+    )
+    .bind(id)
+    .bind(if permanent { "failed" } else { "incomplete" })
+    .bind(message)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Records a failed attempt that will be retried.
+pub async fn note_retry(pool: &PgPool, id: BackupId, message: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE backups SET error_message = $2, phase = 'waiting to retry' WHERE id = $1 AND status = 'running'",
+    )
+    .bind(id)
+    .bind(message)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The last step of a delete: a tombstone remains.
+pub async fn mark_deleted(pool: &PgPool, id: BackupId, job: JobId, worker: &str) -> Result<bool> {
+    let mut conn = pool.acquire().await?;
+    fenced(
+        &mut conn,
+        "UPDATE backups SET status = 'deleted', size_bytes = NULL, phase = NULL
+         WHERE id = $1 AND status = 'deleting'
+           AND EXISTS (SELECT 1 FROM jobs WHERE id = $2 AND locked_by = $3 AND state = 'running')",
+        id,
+        job,
+        worker,
+    )
+    .await
+}

@@ -1,0 +1,402 @@
+//! The backup job: probe the server, stream the engine's dump into one archive object, write
+//! the manifest, and record the result, fenced by the job's lease at every step. Also the
+//! delete job, which removes a backup's objects and leaves a tombstone.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use sqlx::PgPool;
+use svalbard_core::archive::{ArchiveHeader, FORMAT_VERSION, Manifest, sha256_checksum};
+use svalbard_core::backup::{BackupStatus, Part};
+use svalbard_core::config::WorkerConfig;
+use svalbard_core::crypto::KeyRing;
+use svalbard_core::ids::BackupId;
+use svalbard_core::jobs::Abandoned;
+use svalbard_core::repo::{backups, planets};
+use svalbard_core::storage::Storage;
+use tokio::io::AsyncReadExt as _;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use crate::engine::{self, Driver};
+use crate::pipeline::{UploadError, UploadSettings, UploadTarget, upload_stream};
+use crate::runner::{Handler, JobContext, JobError};
+
+/// How often progress is written while a dump streams.
+const REPORT_EVERY: Duration = Duration::from_secs(2);
+/// How much of the dump tool's stderr is kept for the error message.
+const STDERR_TAIL: usize = 8 * 1024;
+
+pub struct BackupJob {
+    pub storage: Storage,
+    pub keys: Arc<KeyRing>,
+    pub config: WorkerConfig,
+}
+
+fn transient(e: impl std::fmt::Display) -> JobError {
+    JobError::Transient(e.to_string())
+}
+
+/// The steps of a backup as shown in its `parts`; failures are counted across attempts.
+#[derive(Clone)]
+struct Steps(Arc<Mutex<Vec<Part>>>);
+
+impl Steps {
+    fn new(parts: Vec<Part>) -> Self {
+        Self(Arc::new(Mutex::new(parts)))
+    }
+
+    fn set(&self, name: &str, state: &str, size: Option<u64>) {
+        let Ok(mut parts) = self.0.lock() else { return };
+        if let Some(p) = parts.iter_mut().find(|p| p.name == name) {
+            if state == "running" {
+                p.start_time = Some(Utc::now());
+            }
+            if state == "failed" {
+                p.failures += 1;
+            }
+            p.state = state.to_owned();
+            if let Some(s) = size {
+                p.size_bytes = i64::try_from(s).ok();
+            }
+        }
+    }
+
+    /// The step that was running when an attempt failed.
+    fn fail_running(&self) {
+        let running: Vec<String> = self
+            .snapshot()
+            .into_iter()
+            .filter(|p| p.state == "running")
+            .map(|p| p.name)
+            .collect();
+        for name in running {
+            self.set(&name, "failed", None);
+        }
+    }
+
+    fn snapshot(&self) -> Vec<Part> {
+        self.0.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl Handler for BackupJob {
+    async fn run(&self, ctx: &JobContext, cancel: CancellationToken) -> Result<(), JobError> {
+        let id = BackupId(ctx.job.subject_id);
+        let row = backups::for_job(&ctx.pool, ctx.job.tenant_id, id)
+            .await
+            .map_err(transient)?;
+        let span = tracing::Span::current();
+        span.record("backup_id", tracing::field::display(id));
+        if !row.status().map_err(transient)?.in_flight() {
+            tracing::info!(status = %row.status, "backup is no longer wanted; nothing to do");
+            return Ok(());
+        }
+        if !backups::mark_running(&ctx.pool, id, ctx.job.id, &ctx.worker_id)
+            .await
+            .map_err(transient)?
+        {
+            return Err(JobError::Transient("the job was taken over or cancelled".into()));
+        }
+        let steps = Steps::new(row.parts.0.clone());
+        let result = self.take(ctx, &row, &steps, &cancel).await;
+        if let Err(e) = &result {
+            steps.fail_running();
+            let _ = backups::report(
+                &ctx.pool,
+                id,
+                ctx.job.id,
+                &ctx.worker_id,
+                0,
+                "failed",
+                &steps.snapshot(),
+            )
+            .await;
+            tracing::warn!(error = %e, "backup attempt failed");
+        }
+        result
+    }
+
+    async fn retrying(&self, pool: &PgPool, job: &svalbard_core::jobs::Job, error: &str) -> anyhow::Result<()> {
+        backups::note_retry(pool, BackupId(job.subject_id), error).await?;
+        Ok(())
+    }
+
+    async fn give_up(&self, pool: &PgPool, job: &Abandoned, error: &str, permanent: bool) -> anyhow::Result<()> {
+        backups::give_up(pool, BackupId(job.subject_id), permanent, error).await?;
+        // Whatever the last attempt left behind is removed now; the reaper catches the rest.
+        if let Ok(row) = backups::for_job(pool, job.tenant_id, BackupId(job.subject_id)).await
+            && row
+                .status()
+                .is_ok_and(|s| matches!(s, BackupStatus::Failed | BackupStatus::Incomplete))
+            && let Err(e) = self.storage.clear(&row.storage_prefix).await
+        {
+            tracing::warn!(error = %e, "could not remove the leftovers of a failed backup");
+        }
+        Ok(())
+    }
+}
+
+impl BackupJob {
+    async fn take(
+        &self,
+        ctx: &JobContext,
+        row: &backups::Row,
+        steps: &Steps,
+        cancel: &CancellationToken,
+    ) -> Result<(), JobError> {
+        let id = row.id;
+        let (planet, conn) =
+            planets::get_with_connection(&ctx.pool, &self.keys, row.tenant_id, row.project_id, row.planet_id)
+                .await
+                .map_err(|e| JobError::Permanent(format!("the planet cannot be read: {e}")))?;
+        let driver: Box<dyn Driver> = engine::driver(planet.engine, &self.config.pg_bin_roots);
+        steps.set("dump", "running", None);
+        let probe = driver.probe(&conn).await?;
+        tracing::info!(engine_version = %probe.engine_version, tool = %probe.dump_tool.display(), "dumping");
+
+        // An earlier attempt may have left an unfinished upload or an uncommitted archive.
+        self.storage.clear(&row.storage_prefix).await.map_err(transient)?;
+        let key = format!("{}archive-{}.svb.zst", row.storage_prefix, ctx.job.attempts);
+        let header = ArchiveHeader {
+            format_version: FORMAT_VERSION,
+            engine: planet.engine.as_str().to_owned(),
+            engine_version: probe.engine_version.clone(),
+            tool_version: probe.tool_version.clone(),
+            tenant_id: row.tenant_id.0,
+            project_id: row.project_id.0,
+            planet_id: row.planet_id.0,
+            backup_id: id.0,
+            created_at: row.created_at,
+        };
+
+        let mut child = driver
+            .dump(&probe, &conn)
+            .spawn()
+            .map_err(|e| JobError::Permanent(format!("cannot start {}: {e}", probe.dump_tool.display())))?;
+        let stderr_tail = Arc::new(Mutex::new(String::new()));
+        let stderr_task = tokio::spawn(keep_tail(child.stderr.take(), stderr_tail.clone()));
+        let stdout = child.stdout.take().ok_or_else(|| transient("the dump has no stdout"))?;
+        let tool = probe.dump_tool.display().to_string();
+        // The archive may only complete once the dump tool has exited cleanly: its exit status
+        // is the last "chunk" of the stream, and a failure there aborts the upload.
+        let exit = async move {
+            let status = child.wait().await?;
+            let _ = stderr_task.await;
+            if status.success() {
+                Ok(bytes::Bytes::new())
+            } else {
+                Err(std::io::Error::other(format!("{tool} exited with {status}")))
+            }
+        };
+        let stream = futures_util::StreamExt::chain(
+            tokio_util::io::ReaderStream::with_capacity(stdout, 256 * 1024),
+            futures_util::stream::once(Box::pin(exit)),
+        );
+        let input = tokio_util::io::StreamReader::new(stream);
+
+        steps.set("upload", "running", None);
+        let progress = Arc::new(AtomicU64::new(0));
+        let reporter = tokio::spawn(
+            report_progress(
+                ctx.pool.clone(),
+                id,
+                ctx.job.id,
+                ctx.worker_id.clone(),
+                progress.clone(),
+                steps.clone(),
+                cancel.clone(),
+            )
+            .instrument(tracing::Span::current()),
+        );
+        let settings = UploadSettings {
+            part_size: self.config.part_size_mib * 1024 * 1024,
+            parts_in_flight: self.config.parts_in_flight,
+            zstd_level: self.config.zstd_level,
+        };
+        let target = UploadTarget::new(&self.storage, key.clone());
+        let uploaded = upload_stream(input, &header, &target, &settings, cancel, progress.clone()).await;
+        reporter.abort();
+        let outcome = uploaded.map_err(|e| {
+            let tail = stderr_tail.lock().map(|t| t.trim().to_owned()).unwrap_or_default();
+            match e {
+                UploadError::Source(err) => {
+                    let msg = if tail.is_empty() {
+                        err.to_string()
+                    } else {
+                        format!("{err}: {tail}")
+                    };
+                    let msg = if msg.contains("password authentication failed") {
+                        format!("authentication failed: {msg}")
+                    } else {
+                        msg
+                    };
+                    if driver.is_permanent(&msg) {
+                        JobError::Permanent(msg)
+                    } else {
+                        JobError::Transient(msg)
+                    }
+                }
+                UploadError::Cancelled => JobError::Transient("the backup was cancelled".into()),
+                other => transient(other),
+            }
+        })?;
+        steps.set("dump", "succeeded", Some(outcome.uncompressed_bytes));
+        steps.set("upload", "succeeded", Some(outcome.size_bytes));
+
+        // The manifest marks the archive complete; write it only while the job is still ours.
+        if cancel.is_cancelled() {
+            let _ = self.storage.clear(&row.storage_prefix).await;
+            return Err(JobError::Transient("the backup was cancelled".into()));
+        }
+        steps.set("manifest", "running", None);
+        let checksum = sha256_checksum(&outcome.sha256_hex);
+        let manifest = Manifest {
+            format_version: FORMAT_VERSION,
+            backup_id: id.0,
+            engine: header.engine.clone(),
+            engine_version: probe.engine_version.clone(),
+            tool_version: probe.tool_version.clone(),
+            archive_key: key.clone(),
+            size_bytes: outcome.size_bytes,
+            checksum: checksum.clone(),
+            uncompressed_bytes: outcome.uncompressed_bytes,
+            created_at: row.created_at,
+            completed_at: Utc::now(),
+        };
+        let body = serde_json::to_vec_pretty(&manifest).map_err(transient)?;
+        self.storage
+            .put(
+                &format!("{}manifest.json", row.storage_prefix),
+                body,
+                "application/json",
+            )
+            .await
+            .map_err(transient)?;
+        steps.set("manifest", "succeeded", None);
+        let committed = backups::succeed(
+            &ctx.pool,
+            id,
+            ctx.job.id,
+            &ctx.worker_id,
+            &backups::Success {
+                object_key: &key,
+                size_bytes: outcome.size_bytes,
+                checksum: &checksum,
+                engine_version: &probe.engine_version,
+                tool_version: &probe.tool_version,
+                format_version: FORMAT_VERSION,
+                bytes_processed: outcome.uncompressed_bytes,
+                parts: &steps.snapshot(),
+            },
+        )
+        .await
+        .map_err(transient)?;
+        if !committed {
+            // Another worker owns the backup now, or it was deleted: our archive is not the one.
+            tracing::warn!("lost the backup before committing; removing this attempt's archive");
+            let _ = self
+                .storage
+                .client
+                .delete_object()
+                .bucket(&self.storage.bucket)
+                .key(&key)
+                .send()
+                .await;
+            return Err(JobError::Transient(
+                "the job was taken over or cancelled before it committed".into(),
+            ));
+        }
+        metrics::counter!("svalbard_backup_bytes_total", "kind" => "stored").increment(outcome.size_bytes);
+        metrics::counter!("svalbard_backup_bytes_total", "kind" => "dumped").increment(outcome.uncompressed_bytes);
+        tracing::info!(
+            size = outcome.size_bytes,
+            dumped = outcome.uncompressed_bytes,
+            "backup succeeded"
+        );
+        Ok(())
+    }
+}
+
+async fn keep_tail(stderr: Option<tokio::process::ChildStderr>, tail: Arc<Mutex<String>>) {
+    let Some(mut stderr) = stderr else { return };
+    let mut buf = vec![0u8; 4096];
+    while let Ok(n) = stderr.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        if let Ok(mut t) = tail.lock() {
+            t.push_str(&String::from_utf8_lossy(&buf[..n]));
+            if t.len() > STDERR_TAIL {
+                let cut = t.len() - STDERR_TAIL;
+                let cut = (cut..t.len()).find(|i| t.is_char_boundary(*i)).unwrap_or(t.len());
+                t.drain(..cut);
+            }
+        }
+    }
+}
+
+async fn report_progress(
+    pool: PgPool,
+    id: BackupId,
+    job: svalbard_core::ids::JobId,
+    worker: String,
+    progress: Arc<AtomicU64>,
+    steps: Steps,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(REPORT_EVERY) => {}
+        }
+        let bytes = progress.load(Ordering::Relaxed);
+        match backups::report(&pool, id, job, &worker, bytes, "dumping", &steps.snapshot()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!("the backup is no longer ours; stopping");
+                cancel.cancel();
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "writing progress failed"),
+        }
+    }
+}
+
+/// Removes a backup's objects, then leaves its row as a `deleted` tombstone. Every step can be
+/// repeated, so a worker dying half-way is simply followed by another attempt.
+pub struct DeleteJob {
+    pub storage: Storage,
+}
+
+#[async_trait]
+impl Handler for DeleteJob {
+    async fn run(&self, ctx: &JobContext, _cancel: CancellationToken) -> Result<(), JobError> {
+        let id = BackupId(ctx.job.subject_id);
+        let row = backups::for_job(&ctx.pool, ctx.job.tenant_id, id)
+            .await
+            .map_err(transient)?;
+        tracing::Span::current().record("backup_id", tracing::field::display(id));
+        if row.status().map_err(transient)? != BackupStatus::Deleting {
+            return Ok(());
+        }
+        let removed = self.storage.clear(&row.storage_prefix).await.map_err(transient)?;
+        if !backups::mark_deleted(&ctx.pool, id, ctx.job.id, &ctx.worker_id)
+            .await
+            .map_err(transient)?
+        {
+            return Err(JobError::Transient("the job was taken over".into()));
+        }
+        tracing::info!(removed, "backup deleted");
+        Ok(())
+    }
+
+    async fn give_up(&self, _pool: &PgPool, job: &Abandoned, error: &str, _permanent: bool) -> anyhow::Result<()> {
+        tracing::error!(backup_id = %job.subject_id, %error, "deleting a backup's objects keeps failing; it stays `deleting`");
+        Ok(())
+    }
+}

@@ -1,0 +1,355 @@
+//! PostgreSQL engine helpers: server version, choice of `pg_dump`, and the dump command.
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::Stdio;
+use std::task::{Context, Poll, ready};
+
+use anyhow::{Context as _, bail};
+use secrecy::{ExposeSecret as _, SecretString};
+use tokio::io::{AsyncRead, AsyncReadExt as _, ReadBuf};
+use tokio::process::{ChildStdout, Command};
+use tokio::task::JoinHandle;
+
+/// Where Debian-style packages install one folder per major version (`<root>/<major>/bin`).
+pub const DEFAULT_PG_ROOTS: &[&str] = &["/usr/lib/postgresql"];
+
+/// How to reach one PostgreSQL database.
+#[derive(Debug, Clone)]
+pub struct ConnParams {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    pub password: Option<SecretString>,
+    /// libpq `sslmode`: `disable`, `prefer`, `require`, `verify-full`, ...
+    pub sslmode: String,
+}
+
+/// Seconds libpq waits for a connection before giving up.
+const CONNECT_TIMEOUT_SECS: &str = "10";
+
+/// Connection settings shared by every libpq client we start. The password travels in the
+/// environment because argv is visible to every user of the machine.
+fn apply_conn(cmd: &mut Command, conn: &ConnParams) {
+    cmd.arg("--host")
+        .arg(&conn.host)
+        .arg("--port")
+        .arg(conn.port.to_string())
+        .arg("--username")
+        .arg(&conn.user)
+        // A bare database name containing `=` or a URI prefix would be read by libpq as a
+        // connection string; quoting it inside one keeps tenant input a plain name.
+        .arg("--dbname")
+        .arg(format!("dbname={}", conninfo_quote(&conn.database)))
+        .env("PGCONNECT_TIMEOUT", CONNECT_TIMEOUT_SECS)
+        .env("PGAPPNAME", "svalbard-worker")
+        // Inherited settings meant for the control database must not reach a tenant's server.
+        .env_remove("PGSERVICE")
+        .env_remove("PGOPTIONS")
+        .env_remove("PGDATABASE")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    if conn.sslmode.is_empty() {
+        cmd.env_remove("PGSSLMODE");
+    } else {
+        cmd.env("PGSSLMODE", &conn.sslmode);
+    }
+    match &conn.password {
+        Some(pw) => cmd.env("PGPASSWORD", pw.expose_secret()),
+        None => cmd.env_remove("PGPASSWORD"),
+    };
+}
+
+/// Quotes a value for a libpq connection string.
+fn conninfo_quote(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('\'');
+    for c in value.chars() {
+        if c == '\'' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('\'');
+    out
+}
+
+/// The server's major version and full version string (`15.20 (Debian 15.20-0+deb12u1)`).
+pub async fn server_version(conn: &ConnParams) -> anyhow::Result<(u32, String)> {
+    let mut cmd = Command::new("psql");
+    cmd.args(["--no-psqlrc", "--no-align", "--tuples-only", "--no-password"])
+        .args([
+            "--command",
+            "SHOW server_version_num",
+            "--command",
+            "SHOW server_version",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    apply_conn(&mut cmd, conn);
+    let out = cmd
+        .output()
+        .await
+        .context("cannot run psql (is the PostgreSQL client installed?)")?;
+    if !out.status.success() {
+        bail!(
+            "cannot query the version of PostgreSQL at {}:{} (database {}): {}",
+            conn.host,
+            conn.port,
+            conn.database,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut lines = stdout.lines().map(str::trim).filter(|l| !l.is_empty());
+    let (Some(num), Some(full)) = (lines.next(), lines.next()) else {
+        bail!("unexpected answer of psql to SHOW server_version: {stdout:?}");
+    };
+    let num: u32 = num
+        .parse()
+        .with_context(|| format!("unexpected server_version_num {num:?}"))?;
+    Ok((major_of_version_num(num), full.to_owned()))
+}
+
+/// Since 10 the major version is the first number. Servers before 10 (9.6 is 90600) all count
+/// as 9: any `pg_dump` from 10 on dumps them.
+fn major_of_version_num(num: u32) -> u32 {
+    num / 10_000
+}
+
+/// The installed `pg_dump` to use for a server: the lowest major version not older than the
+/// server (`pg_dump` refuses newer servers, and the oldest fitting one writes dumps that the
+/// most `pg_restore` versions read). Returns its path and its version (`15.20`).
+pub fn find_pg_dump(roots: &[String], server_major: u32) -> anyhow::Result<(PathBuf, String)> {
+    let mut found: Vec<(u32, PathBuf)> = Vec::new();
+    for root in roots {
+        let Ok(entries) = std::fs::read_dir(root) else { continue };
+        for entry in entries.flatten() {
+            let Some(major) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let bin = entry.path().join("bin").join("pg_dump");
+            if bin.is_file() {
+                found.push((major, bin));
+            }
+        }
+    }
+    found.sort();
+    let mut seen: Vec<String> = Vec::new();
+    for (major, bin) in found.iter().filter(|(m, _)| *m >= server_major) {
+        match tool_version(bin) {
+            Ok((_, version)) => return Ok((bin.clone(), version)),
+            Err(e) => seen.push(format!("{} ({major}, unusable: {e:#})", bin.display())),
+        }
+    }
+    seen.extend(
+        found
+            .iter()
+            .filter(|(m, _)| *m < server_major)
+            .map(|(m, b)| format!("{} ({m})", b.display())),
+    );
+
+    match tool_version(Path::new("pg_dump")) {
+        Ok((major, version)) if major >= server_major => {
+            return Ok((which("pg_dump").unwrap_or_else(|| PathBuf::from("pg_dump")), version));
+        }
+        Ok((_, version)) => seen.push(format!("pg_dump {version} on PATH")),
+        Err(_) => seen.push("no pg_dump on PATH".to_owned()),
+    }
+    bail!(
+        "no pg_dump for PostgreSQL server version {server_major} (version {server_major} or newer is needed); found: {}",
+        if seen.is_empty() {
+            "nothing".to_owned()
+        } else {
+            seen.join(", ")
+        }
+    )
+}
+
+/// Major version and version string of a PostgreSQL client tool, from `--version`
+/// (`pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)` gives 15 and `15.20`).
+fn tool_version(bin: &Path) -> anyhow::Result<(u32, String)> {
+    let out = std::process::Command::new(bin)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {}", bin.display()))?;
+    if !out.status.success() {
+        bail!("{} --version failed", bin.display());
+    }
+    parse_tool_version(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn parse_tool_version(text: &str) -> anyhow::Result<(u32, String)> {
+    let version = text
+        .split_whitespace()
+        .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))
+        .with_context(|| format!("no version in {text:?}"))?;
+    let digits: String = version.chars().take_while(char::is_ascii_digit).collect();
+    let first: u32 = digits.parse().with_context(|| format!("bad version {version:?}"))?;
+    Ok((first, version.to_owned()))
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// `pg_dump` in custom format without its own compression (zstd does that, much faster),
+/// stdout and stderr piped, killed when dropped.
+pub fn dump_command(bin: &Path, conn: &ConnParams) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.args(["--format=custom", "--compress=0", "--no-password"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    apply_conn(&mut cmd, conn);
+    cmd
+}
+
+/// Most of a dump tool's stderr kept for the error message.
+const STDERR_KEPT: usize = 16 * 1024;
+
+/// The output of a running `pg_dump`, readable like its stdout, except that the end of the
+/// stream is an error when the process failed: a dump cut short by a lost connection or a
+/// killed server must never be stored as if it were complete.
+///
+/// Dropping it kills the process.
+pub struct DumpStream {
+    stdout: ChildStdout,
+    /// Drains stderr (so the tool never blocks on it) and waits for the exit status.
+    exit: JoinHandle<std::io::Result<()>>,
+    stdout_done: bool,
+    exit_reported: bool,
+}
+
+/// Starts [`dump_command`] and returns its output.
+pub fn spawn_dump(bin: &Path, conn: &ConnParams) -> anyhow::Result<DumpStream> {
+    let mut child = dump_command(bin, conn)
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    let stdout = child.stdout.take().context("pg_dump without stdout")?;
+    let mut stderr = child.stderr.take().context("pg_dump without stderr")?;
+    let exit = tokio::spawn(async move {
+        let mut kept = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            let n = stderr.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            let room = STDERR_KEPT.saturating_sub(kept.len());
+            kept.extend_from_slice(&buf[..n.min(room)]);
+        }
+        let status = child.wait().await?;
+        if status.success() {
+            Ok(())
+        } else {
+            let message = String::from_utf8_lossy(&kept);
+            Err(std::io::Error::other(format!(
+                "pg_dump failed ({status}): {}",
+                message.trim()
+            )))
+        }
+    });
+    Ok(DumpStream {
+        stdout,
+        exit,
+        stdout_done: false,
+        exit_reported: false,
+    })
+}
+
+impl AsyncRead for DumpStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if !self.stdout_done {
+            let before = buf.filled().len();
+            ready!(Pin::new(&mut self.stdout).poll_read(cx, buf))?;
+            if buf.filled().len() > before || buf.remaining() == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            self.stdout_done = true;
+        }
+        if self.exit_reported {
+            return Poll::Ready(Ok(()));
+        }
+        let exit = ready!(Pin::new(&mut self.exit).poll(cx));
+        self.exit_reported = true;
+        Poll::Ready(exit.unwrap_or_else(|e| Err(std::io::Error::other(format!("waiting for pg_dump failed: {e}")))))
+    }
+}
+
+impl Drop for DumpStream {
+    fn drop(&mut self) {
+        // Dropping the task drops the child, which `kill_on_drop` kills.
+        self.exit.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_numbers() {
+        assert_eq!(major_of_version_num(150_020), 15);
+        assert_eq!(major_of_version_num(170_000), 17);
+        assert_eq!(major_of_version_num(90_624), 9);
+        assert_eq!(
+            parse_tool_version("pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)\n").unwrap(),
+            (15, "15.20".to_owned())
+        );
+        assert_eq!(
+            parse_tool_version("pg_dump (PostgreSQL) 17beta1").unwrap(),
+            (17, "17beta1".to_owned())
+        );
+        assert!(parse_tool_version("nonsense").is_err());
+    }
+
+    #[test]
+    fn database_names_stay_names() {
+        assert_eq!(conninfo_quote("app"), "'app'");
+        assert_eq!(conninfo_quote("host=evil dbname=x"), "'host=evil dbname=x'");
+        assert_eq!(conninfo_quote(r"it's\"), r"'it\'s\\'");
+    }
+
+    #[test]
+    fn password_is_never_an_argument() {
+        let conn = ConnParams {
+            host: "db.example".to_owned(),
+            port: 5433,
+            database: "app".to_owned(),
+            user: "backup".to_owned(),
+            password: Some(SecretString::from("s3cret")),
+            sslmode: "require".to_owned(),
+        };
+        let cmd = dump_command(Path::new("/usr/bin/pg_dump"), &conn);
+        let std = cmd.as_std();
+        let args: Vec<_> = std.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert!(!args.iter().any(|a| a.contains("s3cret")), "{args:?}");
+        assert!(args.contains(&"--format=custom".to_owned()) && args.contains(&"--compress=0".to_owned()));
+        let env: Vec<_> = std
+            .get_envs()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.map(|v| v.to_string_lossy().into_owned()),
+                )
+            })
+            .collect();
+        assert!(env.contains(&("PGPASSWORD".to_owned(), Some("s3cret".to_owned()))));
+        assert!(env.contains(&("PGSSLMODE".to_owned(), Some("require".to_owned()))));
+        assert!(env.contains(&("PGCONNECT_TIMEOUT".to_owned(), Some("10".to_owned()))));
+    }
+
+    #[test]
+    fn finds_installed_pg_dump_for_this_server() {
+        let roots: Vec<String> = DEFAULT_PG_ROOTS.iter().map(|s| (*s).to_owned()).collect();
+        let (bin, version) = find_pg_dump(&roots, 9).unwrap();
+        assert!(bin.ends_with("pg_dump"), "{}", bin.display());
+        assert!(version.starts_with(|c: char| c.is_ascii_digit()), "{version}");
+        let err = find_pg_dump(&roots, 99).unwrap_err().to_string();
+        assert!(err.contains("server version 99") && err.contains("found"), "{err}");
+    }
+}
