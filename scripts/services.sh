@@ -48,11 +48,23 @@ ensure_postgres() {
   pg_answers || { log "PostgreSQL does not answer on 127.0.0.1:5432"; return 1; }
 }
 
+# One role of the test server authenticates with a password even where everything else is
+# trusted, so the tests can see a real "password authentication failed".
+ensure_password_role() {
+  local hba
+  hba=$(psql -h 127.0.0.1 -U postgres -d postgres -Atc 'SHOW hba_file')
+  if ! grep -qE '^host\s+all\s+svalbard_pw\s' "$hba"; then
+    log "requiring a password of role svalbard_pw in $hba"
+    as_root sed -i '1i host all svalbard_pw 127.0.0.1/32 scram-sha-256' "$hba"
+    psql -h 127.0.0.1 -U postgres -d postgres -qAtc 'SELECT pg_reload_conf()' >/dev/null
+  fi
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # Garage, a real S3 server, built once from crates.io into ~/.local.
 ensure_garage_binary() {
-  if ! command -v garage >/dev/null || ! garage --version 2>/dev/null | grep -q "v$GARAGE_VERSION"; then
+  if ! command -v garage >/dev/null || ! garage --version 2>/dev/null | grep -q "cargo:$GARAGE_VERSION"; then
     log "building garage $GARAGE_VERSION (once; 10-25 minutes on 2 cores)"
     cargo install garage --version "$GARAGE_VERSION" --locked --root "$HOME/.local" >&2
   fi

@@ -6,6 +6,7 @@ source "$(dirname "$0")/services.sh"
 cd "$SVALBARD_ROOT"
 
 ensure_postgres
+ensure_password_role
 command -v curl >/dev/null || apt_install curl
 trap stop_started EXIT
 start_garage

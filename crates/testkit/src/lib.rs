@@ -2,6 +2,8 @@
 //! the migrated schema (one template per schema version, built once under an advisory lock so
 //! parallel test processes do not collide).
 
+pub mod app;
+
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 use sqlx::postgres::PgPoolOptions;

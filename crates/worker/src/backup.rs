@@ -17,18 +17,16 @@ use svalbard_core::ids::BackupId;
 use svalbard_core::jobs::Abandoned;
 use svalbard_core::repo::{backups, planets};
 use svalbard_core::storage::Storage;
-use tokio::io::AsyncReadExt as _;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::engine::{self, Driver};
 use crate::pipeline::{UploadError, UploadSettings, UploadTarget, upload_stream};
+use crate::process::ProcessStream;
 use crate::runner::{Handler, JobContext, JobError};
 
 /// How often progress is written while a dump streams.
 const REPORT_EVERY: Duration = Duration::from_secs(2);
-/// How much of the dump tool's stderr is kept for the error message.
-const STDERR_TAIL: usize = 8 * 1024;
 
 pub struct BackupJob {
     pub storage: Storage,
@@ -174,30 +172,8 @@ impl BackupJob {
             created_at: row.created_at,
         };
 
-        let mut child = driver
-            .dump(&probe, &conn)
-            .spawn()
-            .map_err(|e| JobError::Permanent(format!("cannot start {}: {e}", probe.dump_tool.display())))?;
-        let stderr_tail = Arc::new(Mutex::new(String::new()));
-        let stderr_task = tokio::spawn(keep_tail(child.stderr.take(), stderr_tail.clone()));
-        let stdout = child.stdout.take().ok_or_else(|| transient("the dump has no stdout"))?;
-        let tool = probe.dump_tool.display().to_string();
-        // The archive may only complete once the dump tool has exited cleanly: its exit status
-        // is the last "chunk" of the stream, and a failure there aborts the upload.
-        let exit = async move {
-            let status = child.wait().await?;
-            let _ = stderr_task.await;
-            if status.success() {
-                Ok(bytes::Bytes::new())
-            } else {
-                Err(std::io::Error::other(format!("{tool} exited with {status}")))
-            }
-        };
-        let stream = futures_util::StreamExt::chain(
-            tokio_util::io::ReaderStream::with_capacity(stdout, 256 * 1024),
-            futures_util::stream::once(Box::pin(exit)),
-        );
-        let input = tokio_util::io::StreamReader::new(stream);
+        let input = ProcessStream::spawn(driver.dump(&probe, &conn), driver.dump_tool())
+            .map_err(|e| JobError::Permanent(format!("{e:#}")))?;
 
         steps.set("upload", "running", None);
         let progress = Arc::new(AtomicU64::new(0));
@@ -221,29 +197,22 @@ impl BackupJob {
         let target = UploadTarget::new(&self.storage, key.clone());
         let uploaded = upload_stream(input, &header, &target, &settings, cancel, progress.clone()).await;
         reporter.abort();
-        let outcome = uploaded.map_err(|e| {
-            let tail = stderr_tail.lock().map(|t| t.trim().to_owned()).unwrap_or_default();
-            match e {
-                UploadError::Source(err) => {
-                    let msg = if tail.is_empty() {
-                        err.to_string()
-                    } else {
-                        format!("{err}: {tail}")
-                    };
-                    let msg = if msg.contains("password authentication failed") {
-                        format!("authentication failed: {msg}")
-                    } else {
-                        msg
-                    };
-                    if driver.is_permanent(&msg) {
-                        JobError::Permanent(msg)
-                    } else {
-                        JobError::Transient(msg)
-                    }
+        let outcome = uploaded.map_err(|e| match e {
+            UploadError::Source(err) => {
+                let msg = err.to_string();
+                let msg = if msg.contains("password authentication failed") {
+                    format!("authentication failed: {msg}")
+                } else {
+                    msg
+                };
+                if driver.is_permanent(&msg) {
+                    JobError::Permanent(msg)
+                } else {
+                    JobError::Transient(msg)
                 }
-                UploadError::Cancelled => JobError::Transient("the backup was cancelled".into()),
-                other => transient(other),
             }
+            UploadError::Cancelled => JobError::Transient("the backup was cancelled".into()),
+            other => transient(other),
         })?;
         steps.set("dump", "succeeded", Some(outcome.uncompressed_bytes));
         steps.set("upload", "succeeded", Some(outcome.size_bytes));
@@ -319,24 +288,6 @@ impl BackupJob {
             "backup succeeded"
         );
         Ok(())
-    }
-}
-
-async fn keep_tail(stderr: Option<tokio::process::ChildStderr>, tail: Arc<Mutex<String>>) {
-    let Some(mut stderr) = stderr else { return };
-    let mut buf = vec![0u8; 4096];
-    while let Ok(n) = stderr.read(&mut buf).await {
-        if n == 0 {
-            break;
-        }
-        if let Ok(mut t) = tail.lock() {
-            t.push_str(&String::from_utf8_lossy(&buf[..n]));
-            if t.len() > STDERR_TAIL {
-                let cut = t.len() - STDERR_TAIL;
-                let cut = (cut..t.len()).find(|i| t.is_char_boundary(*i)).unwrap_or(t.len());
-                t.drain(..cut);
-            }
-        }
     }
 }
 

@@ -28,6 +28,9 @@ pub trait Driver: Send + Sync {
     /// The dump process: writes the dump to stdout, errors to stderr; secrets never on argv.
     fn dump(&self, probe: &Probe, conn: &Connection) -> Command;
 
+    /// Name of the dump tool, for messages.
+    fn dump_tool(&self) -> &'static str;
+
     /// Whether a failure message means retrying cannot help (bad credentials, missing database).
     fn is_permanent(&self, message: &str) -> bool;
 }
@@ -96,6 +99,10 @@ impl Driver for Postgres {
         pg::dump_command(&probe.dump_tool, &Self::params(conn))
     }
 
+    fn dump_tool(&self) -> &'static str {
+        "pg_dump"
+    }
+
     fn is_permanent(&self, message: &str) -> bool {
         PG_PERMANENT.iter().any(|p| message.contains(p))
     }
@@ -131,6 +138,10 @@ impl Driver for Unsupported {
 
     fn dump(&self, _: &Probe, _: &Connection) -> Command {
         Command::new("false")
+    }
+
+    fn dump_tool(&self) -> &'static str {
+        "dump"
     }
 
     fn is_permanent(&self, _: &str) -> bool {

@@ -4,6 +4,7 @@ pub mod backup;
 pub mod engine;
 pub mod pg;
 pub mod pipeline;
+pub mod process;
 pub mod runner;
 
 use std::sync::Arc;

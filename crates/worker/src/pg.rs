@@ -1,15 +1,13 @@
 //! PostgreSQL engine helpers: server version, choice of `pg_dump`, and the dump command.
 
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::process::Stdio;
-use std::task::{Context, Poll, ready};
 
 use anyhow::{Context as _, bail};
 use secrecy::{ExposeSecret as _, SecretString};
-use tokio::io::{AsyncRead, AsyncReadExt as _, ReadBuf};
-use tokio::process::{ChildStdout, Command};
-use tokio::task::JoinHandle;
+use tokio::process::Command;
+
+use crate::process::ProcessStream;
 
 /// Where Debian-style packages install one folder per major version (`<root>/<major>/bin`).
 pub const DEFAULT_PG_ROOTS: &[&str] = &["/usr/lib/postgresql"];
@@ -208,83 +206,9 @@ pub fn dump_command(bin: &Path, conn: &ConnParams) -> Command {
     cmd
 }
 
-/// Most of a dump tool's stderr kept for the error message.
-const STDERR_KEPT: usize = 16 * 1024;
-
-/// The output of a running `pg_dump`, readable like its stdout, except that the end of the
-/// stream is an error when the process failed: a dump cut short by a lost connection or a
-/// killed server must never be stored as if it were complete.
-///
-/// Dropping it kills the process.
-pub struct DumpStream {
-    stdout: ChildStdout,
-    /// Drains stderr (so the tool never blocks on it) and waits for the exit status.
-    exit: JoinHandle<std::io::Result<()>>,
-    stdout_done: bool,
-    exit_reported: bool,
-}
-
-/// Starts [`dump_command`] and returns its output.
-pub fn spawn_dump(bin: &Path, conn: &ConnParams) -> anyhow::Result<DumpStream> {
-    let mut child = dump_command(bin, conn)
-        .spawn()
-        .with_context(|| format!("cannot start {}", bin.display()))?;
-    let stdout = child.stdout.take().context("pg_dump without stdout")?;
-    let mut stderr = child.stderr.take().context("pg_dump without stderr")?;
-    let exit = tokio::spawn(async move {
-        let mut kept = Vec::new();
-        let mut buf = [0u8; 8192];
-        loop {
-            let n = stderr.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            let room = STDERR_KEPT.saturating_sub(kept.len());
-            kept.extend_from_slice(&buf[..n.min(room)]);
-        }
-        let status = child.wait().await?;
-        if status.success() {
-            Ok(())
-        } else {
-            let message = String::from_utf8_lossy(&kept);
-            Err(std::io::Error::other(format!(
-                "pg_dump failed ({status}): {}",
-                message.trim()
-            )))
-        }
-    });
-    Ok(DumpStream {
-        stdout,
-        exit,
-        stdout_done: false,
-        exit_reported: false,
-    })
-}
-
-impl AsyncRead for DumpStream {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        if !self.stdout_done {
-            let before = buf.filled().len();
-            ready!(Pin::new(&mut self.stdout).poll_read(cx, buf))?;
-            if buf.filled().len() > before || buf.remaining() == 0 {
-                return Poll::Ready(Ok(()));
-            }
-            self.stdout_done = true;
-        }
-        if self.exit_reported {
-            return Poll::Ready(Ok(()));
-        }
-        let exit = ready!(Pin::new(&mut self.exit).poll(cx));
-        self.exit_reported = true;
-        Poll::Ready(exit.unwrap_or_else(|e| Err(std::io::Error::other(format!("waiting for pg_dump failed: {e}")))))
-    }
-}
-
-impl Drop for DumpStream {
-    fn drop(&mut self) {
-        // Dropping the task drops the child, which `kill_on_drop` kills.
-        self.exit.abort();
-    }
+/// Starts [`dump_command`]; its output ends in an error if `pg_dump` fails.
+pub fn spawn_dump(bin: &Path, conn: &ConnParams) -> anyhow::Result<ProcessStream> {
+    ProcessStream::spawn(dump_command(bin, conn), "pg_dump")
 }
 
 #[cfg(test)]

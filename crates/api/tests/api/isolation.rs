@@ -2,7 +2,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use svalbard_core::auth::Role;
 
-use crate::common::{TestApp, planet_body};
+use svalbard_testkit::app::{TestApp, planet_body};
 
 struct World {
     a: String,

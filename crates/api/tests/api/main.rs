@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod auth;
-mod common;
 mod isolation;
 mod openapi;
 mod ops;

@@ -18,7 +18,7 @@ fn committed_openapi_document_is_current() {
 
 #[tokio::test]
 async fn served_document_is_openapi_3_1_with_bearer_security() {
-    let app = crate::common::TestApp::spawn().await;
+    let app = svalbard_testkit::app::TestApp::spawn().await;
     let doc: serde_json::Value = app
         .client
         .get(format!("{}/openapi.json", app.base))

@@ -1,6 +1,6 @@
 use serde_json::json;
 
-use crate::common::TestApp;
+use svalbard_testkit::app::TestApp;
 
 #[tokio::test]
 async fn health_readiness_metrics_and_request_ids() {

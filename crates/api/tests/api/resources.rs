@@ -1,7 +1,7 @@
 use serde_json::json;
 use svalbard_core::auth::Role;
 
-use crate::common::{TestApp, planet_body};
+use svalbard_testkit::app::{TestApp, planet_body};
 
 #[tokio::test]
 async fn tenant_project_planet_crud() {

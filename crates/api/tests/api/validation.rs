@@ -2,7 +2,7 @@ use reqwest::Method;
 use serde_json::json;
 use svalbard_core::auth::Role;
 
-use crate::common::{TestApp, planet_body};
+use svalbard_testkit::app::{TestApp, planet_body};
 
 #[tokio::test]
 async fn malformed_bodies_name_the_field_and_change_nothing() {

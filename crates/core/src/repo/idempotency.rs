@@ -60,7 +60,12 @@ pub async fn reserve(pool: &PgPool, scope: &str, key: &str, request_hash: &str) 
     Ok(match row {
         None => Lookup::InProgress,
         Some(stored) if stored.request_hash != request_hash => Lookup::Mismatch,
-        Some(Stored { status: Some(status), location, body, .. }) => Lookup::Replay {
+        Some(Stored {
+            status: Some(status),
+            location,
+            body,
+            ..
+        }) => Lookup::Replay {
             status: u16::try_from(status).unwrap_or(200),
             location,
             body: body.unwrap_or(serde_json::Value::Null),

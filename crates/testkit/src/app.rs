@@ -1,3 +1,6 @@
+//! The API on a free port against a fresh control database, and a small HTTP client for it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
+
 use std::time::Duration;
 
 use reqwest::Method;
@@ -69,8 +72,8 @@ impl TestApp {
     }
 
     pub async fn spawn_with(overrides: Value) -> Self {
-        let (pool, url) = svalbard_testkit::fresh_pool().await.unwrap();
-        let config = svalbard_testkit::config(&url, overrides).unwrap();
+        let (pool, url) = crate::fresh_pool().await.unwrap();
+        let config = crate::config(&url, overrides).unwrap();
         Self::spawn_on(config, pool)
     }
 
