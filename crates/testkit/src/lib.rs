@@ -3,6 +3,7 @@
 //! parallel test processes do not collide).
 
 pub mod app;
+pub mod source;
 
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
@@ -121,6 +122,21 @@ fn merge(base: &mut serde_json::Value, over: serde_json::Value) {
         }
         (b, o) => *b = o,
     }
+}
+
+/// Object storage of the test configuration.
+#[must_use]
+pub fn storage(config: &Config) -> svalbard_core::storage::Storage {
+    svalbard_core::storage::Storage::new(&config.s3)
+}
+
+/// Fails loudly when the tests that need object storage run without one.
+pub fn require_s3() {
+    assert!(
+        std::env::var_os("S3_ENDPOINT").is_some(),
+        "these tests need a real S3 server: run them through scripts/test.sh, or set S3_ENDPOINT, S3_BUCKET, \
+         S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY and S3_REGION"
+    );
 }
 
 /// Wraps a secret for APIs that want one.

@@ -1,0 +1,6 @@
+//! End-to-end tests: the API in-process, workers in-process or as real `svalbard work`
+//! processes, a real S3 server and real PostgreSQL databases.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod backups;
+mod harness;
