@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod auth;
+mod backups;
 mod isolation;
 mod openapi;
 mod ops;
