@@ -67,6 +67,18 @@ fn endpoints(t: &str, p: &str, x: &str, b: &str) -> Vec<(Method, String, Option<
             Some(json!({ "planetClass": "prod" })),
             Role::Admin,
         ),
+        (
+            Method::POST,
+            format!("{planets}/{x}/backups"),
+            Some(json!({ "temporary": true })),
+            Role::Operator,
+        ),
+        (Method::GET, format!("{planets}/{x}/backups"), None, Role::Viewer),
+        (Method::GET, format!("{planets}/{x}/maintenance"), None, Role::Viewer),
+        (Method::GET, backups.clone(), None, Role::Viewer),
+        (Method::GET, format!("{backups}/{b}"), None, Role::Viewer),
+        (Method::GET, format!("{backups}/{b}/archive"), None, Role::Viewer),
+        (Method::DELETE, format!("{backups}/{b}"), None, Role::Admin),
         (Method::DELETE, format!("{planets}/{x}"), None, Role::Admin),
         (
             Method::DELETE,
