@@ -9,5 +9,6 @@ pub mod routes;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod worker_ops;
 
 pub use startup::Application;

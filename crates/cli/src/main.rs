@@ -179,7 +179,15 @@ async fn main() -> anyhow::Result<()> {
             let config = Config::load(cli.config.as_deref())?;
             init_tracing(&config);
             let pool = connect(&config).await?;
-            worker(&config, pool)?.run(shutdown_signal()).await
+            let stop = shutdown_signal();
+            let storage = svalbard_core::storage::Storage::new(&config.s3);
+            let (port, health) = svalbard_api::worker_ops::server(&config.worker.listen, pool.clone(), storage)?;
+            tracing::info!(port, "worker health and metrics listening");
+            let handle = health.handle();
+            tokio::spawn(health);
+            let result = worker(&config, pool)?.run(stop).await;
+            handle.stop(true).await;
+            result
         }
         Command::Dev { data_dir } => dev::run(cli.config.as_deref(), &data_dir).await,
     }

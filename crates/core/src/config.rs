@@ -87,6 +87,8 @@ pub struct S3Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerConfig {
+    /// Address of the worker's health and metrics listener (`svalbard work` only).
+    pub listen: String,
     /// Jobs run at once by one worker process.
     pub concurrency: usize,
     /// How long a claim is valid without a heartbeat.
@@ -151,6 +153,7 @@ fn defaults() -> serde_json::Value {
             "prefix": "",
         },
         "worker": WorkerConfig {
+            listen: "127.0.0.1:9091".into(),
             concurrency: 4,
             lease_secs: 30,
             heartbeat_secs: 5,

@@ -11,6 +11,25 @@ use secrecy::ExposeSecret;
 use crate::config::S3Config;
 use crate::ids::{BackupId, PlanetId, ProjectId, TenantId};
 
+/// A storage error in a line a person can act on: the service's code, message and HTTP status,
+/// or why the request never got an answer.
+pub fn describe<E>(e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> String
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    use aws_sdk_s3::error::SdkError;
+    match e {
+        SdkError::ServiceError(s) => format!(
+            "{} (HTTP {}): {}",
+            s.err().code().unwrap_or("error"),
+            s.raw().status().as_u16(),
+            s.err().message().unwrap_or("no message")
+        ),
+        SdkError::TimeoutError(_) => "no answer in time".into(),
+        other => aws_sdk_s3::error::DisplayErrorContext(other).to_string(),
+    }
+}
+
 /// Longest lifetime of a pre-signed URL that S3 accepts.
 pub const MAX_PRESIGN: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -180,12 +199,19 @@ impl Storage {
         Ok(())
     }
 
-    fn error<E: std::error::Error + 'static>(&self, what: &str, e: E) -> anyhow::Error {
+    fn error<E>(
+        &self,
+        what: &str,
+        e: aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> anyhow::Error
+    where
+        E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+    {
         anyhow::anyhow!(
             "object storage at {} (bucket {}): {what} failed: {}",
             self.endpoint,
             self.bucket,
-            aws_sdk_s3::error::DisplayErrorContext(e)
+            describe(&e)
         )
     }
 }

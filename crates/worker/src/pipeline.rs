@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
@@ -25,7 +24,7 @@ use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use sha2::{Digest as _, Sha256};
 use svalbard_core::archive::{ArchiveHeader, encode_header};
-use svalbard_core::storage::Storage;
+use svalbard_core::storage::{Storage, describe};
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -167,7 +166,7 @@ where
         .content_type("application/zstd")
         .send()
         .await
-        .map_err(|e| target.storage_error("CreateMultipartUpload failed", DisplayErrorContext(e)))?;
+        .map_err(|e| target.storage_error("CreateMultipartUpload failed", describe(&e)))?;
     let Some(upload_id) = created.upload_id else {
         return Err(target.storage_error("CreateMultipartUpload failed", "no upload id in the answer"));
     };
@@ -406,12 +405,7 @@ async fn upload_part(
         .body(ByteStream::from(part))
         .send()
         .await
-        .map_err(|e| {
-            target.storage_error(
-                &format!("UploadPart {number} ({len} bytes) failed"),
-                DisplayErrorContext(e),
-            )
-        })?;
+        .map_err(|e| target.storage_error(&format!("UploadPart {number} ({len} bytes) failed"), describe(&e)))?;
     Ok(CompletedPart::builder()
         .part_number(number)
         .set_e_tag(out.e_tag)
@@ -429,7 +423,7 @@ async fn complete(target: &UploadTarget, upload_id: &str, mut parts: Vec<Complet
         .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
         .send()
         .await
-        .map_err(|e| target.storage_error("CompleteMultipartUpload failed", DisplayErrorContext(e)))?;
+        .map_err(|e| target.storage_error("CompleteMultipartUpload failed", describe(&e)))?;
     Ok(())
 }
 
@@ -445,7 +439,7 @@ async fn abort(target: &UploadTarget, upload_id: &str) {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => tracing::error!(
             bucket = %target.bucket, key = %target.key, upload_id,
-            error = %DisplayErrorContext(e), "cannot abort the multipart upload"
+            error = %describe(&e), "cannot abort the multipart upload"
         ),
         Err(_) => tracing::error!(
             bucket = %target.bucket, key = %target.key, upload_id,

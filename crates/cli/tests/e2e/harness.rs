@@ -77,6 +77,7 @@ impl Env {
             .env("SVALBARD_WORKER__BACKOFF_BASE_SECS", w.backoff_base_secs.to_string())
             .env("SVALBARD_WORKER__PART_SIZE_MIB", w.part_size_mib.to_string())
             .env("SVALBARD_WORKER__PARTS_IN_FLIGHT", "1")
+            .env("SVALBARD_WORKER__LISTEN", "127.0.0.1:0")
             .env("RUST_LOG", "warn")
             .kill_on_drop(true);
         cmd.spawn().unwrap()

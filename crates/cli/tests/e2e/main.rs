@@ -4,3 +4,4 @@
 
 mod backups;
 mod harness;
+mod storage;
