@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Deserialize)]
 pub struct Config {
     /// PostgreSQL URL of the control database.
+    #[serde(default, deserialize_with = "secret")]
     pub database_url: Option<SecretString>,
     pub http: HttpConfig,
     pub auth: AuthConfig,
@@ -43,6 +44,7 @@ pub struct AuthConfig {
     /// The only algorithm tokens may be signed with.
     pub algorithm: JwtAlgorithm,
     /// Shared secret for HS256 (also used by `svalbard token`).
+    #[serde(default, deserialize_with = "secret")]
     pub hs256_secret: Option<SecretString>,
     /// Public keys in PEM for RS256/EdDSA, selected by the token's `kid`.
     #[serde(default)]
@@ -64,6 +66,7 @@ pub struct PublicKeyConfig {
 #[serde(deny_unknown_fields)]
 pub struct CryptoConfig {
     /// Comma-separated `keyid:base64(32 bytes)`; the first seals new secrets, all open old ones.
+    #[serde(default, deserialize_with = "secret")]
     pub keys: Option<SecretString>,
 }
 
@@ -74,7 +77,9 @@ pub struct S3Config {
     pub endpoint: Option<String>,
     pub bucket: String,
     pub region: String,
+    #[serde(default, deserialize_with = "text")]
     pub access_key_id: Option<String>,
+    #[serde(default, deserialize_with = "secret")]
     pub secret_access_key: Option<SecretString>,
     /// Path-style addressing, needed by most self-hosted S3 servers.
     pub force_path_style: bool,
@@ -133,6 +138,31 @@ pub struct LogConfig {
     pub filter: String,
 }
 
+/// Environment values are parsed as TOML-like values, so a secret made only of digits arrives as
+/// a number; secrets and keys are text whatever they look like.
+fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Loose {
+        Text(String),
+        Int(i64),
+        Uint(u64),
+        Float(f64),
+        Bool(bool),
+    }
+    Ok(Option::<Loose>::deserialize(d)?.map(|v| match v {
+        Loose::Text(s) => s,
+        Loose::Int(n) => n.to_string(),
+        Loose::Uint(n) => n.to_string(),
+        Loose::Float(n) => n.to_string(),
+        Loose::Bool(b) => b.to_string(),
+    }))
+}
+
+fn secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
+    Ok(text(d)?.map(SecretString::from))
+}
+
 /// Defaults as a serializable tree: secrets are absent here and come from a file or the environment.
 fn defaults() -> serde_json::Value {
     serde_json::json!({
@@ -172,6 +202,23 @@ fn defaults() -> serde_json::Value {
     })
 }
 
+/// Settings that are text whatever they look like, and the variables that set them.
+const TEXT_VARS: &[(&str, &str)] = &[
+    ("DATABASE_URL", "database_url"),
+    ("SVALBARD_DATABASE_URL", "database_url"),
+    ("SVALBARD_AUTH__HS256_SECRET", "auth.hs256_secret"),
+    ("SVALBARD_AUTH__ISSUER", "auth.issuer"),
+    ("SVALBARD_AUTH__AUDIENCE", "auth.audience"),
+    ("SVALBARD_CRYPTO__KEYS", "crypto.keys"),
+    ("SVALBARD_S3__BUCKET", "s3.bucket"),
+    ("S3_BUCKET", "s3.bucket"),
+    ("SVALBARD_S3__ACCESS_KEY_ID", "s3.access_key_id"),
+    ("S3_ACCESS_KEY_ID", "s3.access_key_id"),
+    ("SVALBARD_S3__SECRET_ACCESS_KEY", "s3.secret_access_key"),
+    ("S3_SECRET_ACCESS_KEY", "s3.secret_access_key"),
+    ("SVALBARD_S3__PREFIX", "s3.prefix"),
+];
+
 impl Config {
     /// Loads defaults, then `file` (or `SVALBARD_CONFIG`) if given, then the environment.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
@@ -188,7 +235,8 @@ impl Config {
         if let Some(file) = file {
             fig = fig.merge(Toml::file_exact(file));
         }
-        fig.merge(Env::prefixed("SVALBARD_").ignore(&["CONFIG"]).split("__"))
+        fig = fig
+            .merge(Env::prefixed("SVALBARD_").ignore(&["CONFIG"]).split("__"))
             .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database_url".into()))
             .merge(
                 Env::raw()
@@ -200,7 +248,15 @@ impl Config {
                         "S3_SECRET_ACCESS_KEY",
                     ])
                     .map(|k| format!("s3.{}", k.as_str().to_ascii_lowercase().trim_start_matches("s3_")).into()),
-            )
+            );
+        // The environment provider reads `000123` as the number 123: text settings are taken
+        // again exactly as written.
+        for (var, key) in TEXT_VARS {
+            if let Ok(value) = std::env::var(var) {
+                fig = fig.merge(Serialized::default(key, value));
+            }
+        }
+        fig
     }
 
     /// Configuration for tests and `dev`: defaults plus the given overrides, no environment.
@@ -209,5 +265,24 @@ impl Config {
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(|e| anyhow::anyhow!("configuration: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret as _;
+
+    use super::Config;
+
+    #[test]
+    fn numeric_looking_secrets_stay_text() {
+        let c = Config::from_defaults_with(serde_json::json!({
+            "s3": { "secret_access_key": 123, "access_key_id": 42 },
+            "auth": { "hs256_secret": 12345678901234567_u64 },
+        }))
+        .unwrap();
+        assert_eq!(c.s3.secret_access_key.unwrap().expose_secret(), "123");
+        assert_eq!(c.s3.access_key_id.as_deref(), Some("42"));
+        assert_eq!(c.auth.hs256_secret.unwrap().expose_secret(), "12345678901234567");
     }
 }
