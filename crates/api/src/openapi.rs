@@ -37,6 +37,13 @@ const COMMON: &[(&str, &str)] = &[
     ("404", "Not found, or not visible to this token's tenant"),
 ];
 
+/// What operations with a body, and creates with an `Idempotency-Key`, can answer besides.
+const BODY_AND_KEY: &[(&str, &str)] = &[
+    ("413", "The body is larger than the configured limit"),
+    ("415", "The body is not JSON"),
+    ("422", "The Idempotency-Key was already used for a different request"),
+];
+
 impl Modify for Shared {
     fn modify(&self, doc: &mut Doc) {
         let components = doc.components.get_or_insert_with(Default::default);
@@ -73,7 +80,16 @@ impl Modify for Shared {
                     .security
                     .as_ref()
                     .is_some_and(|s| s.iter().all(|r| *r == SecurityRequirement::default()));
-                for (code, desc) in COMMON {
+                let with_body = op.request_body.is_some();
+                let extra: &[(&str, &str)] = match (
+                    with_body,
+                    op.operation_id.as_deref().is_some_and(|id| id.starts_with("create")),
+                ) {
+                    (true, true) => BODY_AND_KEY,
+                    (true, false) => &BODY_AND_KEY[..2],
+                    _ => &[],
+                };
+                for (code, desc) in COMMON.iter().chain(extra) {
                     if public && *code != "400" {
                         continue;
                     }

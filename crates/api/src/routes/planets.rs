@@ -35,6 +35,7 @@ pub struct ConnectionInput {
     #[schema(example = "db.internal")]
     pub host: String,
     /// Defaults to the engine's port (5432, 3306).
+    #[schema(minimum = 1, maximum = 65535)]
     pub port: Option<u16>,
     #[schema(example = "app")]
     pub database: String,
@@ -72,6 +73,7 @@ fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConnectionPatch {
     pub host: Option<String>,
+    #[schema(minimum = 1, maximum = 65535)]
     pub port: Option<u16>,
     pub database: Option<String>,
     pub user: Option<String>,
