@@ -97,6 +97,9 @@ impl Worker {
             if let Err(e) = this.recover().await {
                 tracing::warn!(error = %e, "recovering expired jobs failed");
             }
+            if let Err(e) = this.gauge_queue().await {
+                tracing::debug!(error = %e, "counting jobs failed");
+            }
             // Claim while there are free slots and runnable jobs.
             loop {
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
@@ -139,6 +142,21 @@ impl Worker {
             tracker.wait().await;
         }
         tracing::info!(worker = %this.id, "worker stopped");
+        Ok(())
+    }
+
+    /// Jobs waiting and running, across all workers, for dashboards.
+    async fn gauge_queue(&self) -> anyhow::Result<()> {
+        let counts: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT s.state, count(j.id) FROM (VALUES ('queued'), ('running')) AS s(state)
+             LEFT JOIN jobs j ON j.state = s.state GROUP BY s.state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for (state, n) in counts {
+            #[allow(clippy::cast_precision_loss)]
+            metrics::gauge!("svalbard_jobs", "state" => state).set(n as f64);
+        }
         Ok(())
     }
 
