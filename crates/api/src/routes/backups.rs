@@ -6,13 +6,13 @@ use svalbard_core::FieldError;
 use svalbard_core::auth::Role;
 use svalbard_core::backup::{Backup, BackupStatus, Mechanism, Metadata, Method};
 use svalbard_core::domain::{PlanetClass, check};
-use svalbard_core::ids::{BackupId, PlanetId, ProjectId, TenantId};
+use svalbard_core::ids::{BackupId, ProjectId, TenantId};
 use svalbard_core::page::Page;
 use svalbard_core::repo::backups::{self, NewBackup};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::{location, optional_text};
+use super::{BackupPath, Paging, PlanetPath, ProjectPath, StatusFilter, location, optional_text};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ListQuery, OptionalJson};
@@ -64,9 +64,7 @@ fn backup_path(t: TenantId, p: ProjectId, b: BackupId) -> String {
     tag = "backups",
     request_body(content = Option<CreateBackup>, description = "All fields optional; the body may be empty"),
     params(
-        ("tenantId" = uuid::Uuid, Path, description = "The tenant"),
-        ("projectId" = uuid::Uuid, Path, description = "The project"),
-        ("planetId" = uuid::Uuid, Path, description = "The planet"),
+        PlanetPath,
         ("Idempotency-Key" = Option<String>, Header, description = "Makes the create safe to retry"),
     ),
     responses(
@@ -78,11 +76,15 @@ fn backup_path(t: TenantId, p: ProjectId, b: BackupId) -> String {
 async fn create_backup(
     state: State,
     auth: Auth,
-    path: web::Path<(TenantId, ProjectId, PlanetId)>,
+    path: web::Path<PlanetPath>,
     idem: IdempotencyKey,
     OptionalJson(body): OptionalJson<CreateBackup>,
 ) -> ApiResult<HttpResponse> {
-    let (tenant, project, planet) = path.into_inner();
+    let PlanetPath {
+        tenant,
+        project,
+        planet,
+    } = path.into_inner();
     let tenant = auth.tenant_with(tenant, Role::Operator)?;
     let mut errors = Vec::new();
     if body.mechanism == Some(Mechanism::Physical) {
@@ -136,12 +138,9 @@ async fn create_backup(
 #[utoipa::path(
     tag = "backups",
     params(
-        ("tenantId" = uuid::Uuid, Path, description = "The tenant"),
-        ("projectId" = uuid::Uuid, Path, description = "The project"),
-        ("planetId" = uuid::Uuid, Path, description = "The planet"),
-        ("status" = Option<BackupStatus>, Query, description = "Only backups in this state"),
-        ("limit" = Option<i64>, Query, description = "Page size, 1–200 (default 50)"),
-        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
+        PlanetPath,
+        StatusFilter,
+        Paging,
     ),
     responses((status = 200, description = "A page of backups", body = Page<Backup>)),
 )]
@@ -149,10 +148,14 @@ async fn create_backup(
 async fn list_planet_backups(
     state: State,
     auth: Auth,
-    path: web::Path<(TenantId, ProjectId, PlanetId)>,
+    path: web::Path<PlanetPath>,
     q: ListQuery,
 ) -> ApiResult<HttpResponse> {
-    let (tenant, project, planet) = path.into_inner();
+    let PlanetPath {
+        tenant,
+        project,
+        planet,
+    } = path.into_inner();
     let tenant = auth.tenant(tenant)?;
     let status = status_filter(&q)?;
     Ok(HttpResponse::Ok().json(backups::list_for_planet(&state.pool, tenant, project, planet, status, q.page).await?))
@@ -162,11 +165,9 @@ async fn list_planet_backups(
 #[utoipa::path(
     tag = "backups",
     params(
-        ("tenantId" = uuid::Uuid, Path, description = "The tenant"),
-        ("projectId" = uuid::Uuid, Path, description = "The project"),
-        ("status" = Option<BackupStatus>, Query, description = "Only backups in this state"),
-        ("limit" = Option<i64>, Query, description = "Page size, 1–200 (default 50)"),
-        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
+        ProjectPath,
+        StatusFilter,
+        Paging,
     ),
     responses((status = 200, description = "A page of backups", body = Page<Backup>)),
 )]
@@ -174,10 +175,10 @@ async fn list_planet_backups(
 async fn list_project_backups(
     state: State,
     auth: Auth,
-    path: web::Path<(TenantId, ProjectId)>,
+    path: web::Path<ProjectPath>,
     q: ListQuery,
 ) -> ApiResult<HttpResponse> {
-    let (tenant, project) = path.into_inner();
+    let ProjectPath { tenant, project } = path.into_inner();
     let tenant = auth.tenant(tenant)?;
     let status = status_filter(&q)?;
     Ok(HttpResponse::Ok().json(backups::list_for_project(&state.pool, tenant, project, status, q.page).await?))
@@ -187,19 +188,17 @@ async fn list_project_backups(
 #[utoipa::path(
     tag = "backups",
     params(
-        ("tenantId" = uuid::Uuid, Path, description = "The tenant"),
-        ("projectId" = uuid::Uuid, Path, description = "The project"),
-        ("backupId" = uuid::Uuid, Path, description = "The backup"),
+        BackupPath,
     ),
     responses((status = 200, description = "The backup", body = Backup)),
 )]
 #[get("/tenants/{tenantId}/projects/{projectId}/backups/{backupId}")]
-async fn get_backup(
-    state: State,
-    auth: Auth,
-    path: web::Path<(TenantId, ProjectId, BackupId)>,
-) -> ApiResult<HttpResponse> {
-    let (tenant, project, backup) = path.into_inner();
+async fn get_backup(state: State, auth: Auth, path: web::Path<BackupPath>) -> ApiResult<HttpResponse> {
+    let BackupPath {
+        tenant,
+        project,
+        backup,
+    } = path.into_inner();
     let tenant = auth.tenant(tenant)?;
     Ok(HttpResponse::Ok().json(backups::get(&state.pool, tenant, project, backup).await?))
 }
@@ -209,19 +208,17 @@ async fn get_backup(
 #[utoipa::path(
     tag = "backups",
     params(
-        ("tenantId" = uuid::Uuid, Path, description = "The tenant"),
-        ("projectId" = uuid::Uuid, Path, description = "The project"),
-        ("backupId" = uuid::Uuid, Path, description = "The backup"),
+        BackupPath,
     ),
     responses((status = 202, description = "Deletion under way (or done)", body = Backup)),
 )]
 #[delete("/tenants/{tenantId}/projects/{projectId}/backups/{backupId}")]
-async fn delete_backup(
-    state: State,
-    auth: Auth,
-    path: web::Path<(TenantId, ProjectId, BackupId)>,
-) -> ApiResult<HttpResponse> {
-    let (tenant, project, backup) = path.into_inner();
+async fn delete_backup(state: State, auth: Auth, path: web::Path<BackupPath>) -> ApiResult<HttpResponse> {
+    let BackupPath {
+        tenant,
+        project,
+        backup,
+    } = path.into_inner();
     let tenant = auth.tenant_with(tenant, Role::Admin)?;
     let settle = std::time::Duration::from_secs(state.config.worker.lease_secs + state.config.worker.heartbeat_secs);
     Ok(HttpResponse::Accepted().json(backups::request_delete(&state.pool, tenant, project, backup, settle).await?))
@@ -249,9 +246,7 @@ struct ArchiveQuery {
 #[utoipa::path(
     tag = "backups",
     params(
-        ("tenantId" = uuid::Uuid, Path, description = "The tenant"),
-        ("projectId" = uuid::Uuid, Path, description = "The project"),
-        ("backupId" = uuid::Uuid, Path, description = "The backup"),
+        BackupPath,
         ("redirect" = Option<bool>, Query, description = "Answer 302 to the URL instead of 200"),
     ),
     responses(
@@ -261,13 +256,12 @@ struct ArchiveQuery {
     ),
 )]
 #[get("/tenants/{tenantId}/projects/{projectId}/backups/{backupId}/archive")]
-async fn archive(
-    state: State,
-    auth: Auth,
-    req: HttpRequest,
-    path: web::Path<(TenantId, ProjectId, BackupId)>,
-) -> ApiResult<HttpResponse> {
-    let (tenant, project, backup) = path.into_inner();
+async fn archive(state: State, auth: Auth, req: HttpRequest, path: web::Path<BackupPath>) -> ApiResult<HttpResponse> {
+    let BackupPath {
+        tenant,
+        project,
+        backup,
+    } = path.into_inner();
     let tenant = auth.tenant(tenant)?;
     let q = web::Query::<ArchiveQuery>::from_query(req.query_string())
         .map_err(|_| ApiError::invalid("redirect", "must be true or false"))?;
@@ -326,19 +320,17 @@ pub struct Maintenance {
 #[utoipa::path(
     tag = "backups",
     params(
-        ("tenantId" = uuid::Uuid, Path, description = "The tenant"),
-        ("projectId" = uuid::Uuid, Path, description = "The project"),
-        ("planetId" = uuid::Uuid, Path, description = "The planet"),
+        PlanetPath,
     ),
     responses((status = 200, description = "The status", body = Maintenance)),
 )]
 #[get("/tenants/{tenantId}/projects/{projectId}/planets/{planetId}/maintenance")]
-async fn maintenance(
-    state: State,
-    auth: Auth,
-    path: web::Path<(TenantId, ProjectId, PlanetId)>,
-) -> ApiResult<HttpResponse> {
-    let (tenant, project, planet) = path.into_inner();
+async fn maintenance(state: State, auth: Auth, path: web::Path<PlanetPath>) -> ApiResult<HttpResponse> {
+    let PlanetPath {
+        tenant,
+        project,
+        planet,
+    } = path.into_inner();
     let tenant = auth.tenant(tenant)?;
     let last = backups::last_for_planet(&state.pool, tenant, project, planet).await?;
     let backup = last.map(|b| OperationSummary {

@@ -6,7 +6,91 @@ pub mod planets;
 pub mod projects;
 pub mod tenants;
 
+use serde::Deserialize;
+use svalbard_core::ids::{BackupId, PlanetId, ProjectId, TenantId};
+use utoipa::IntoParams;
+
 use crate::state::State;
+
+/// Path of a tenant.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct TenantPath {
+    /// The tenant.
+    #[serde(rename = "tenantId")]
+    #[param(rename = "tenantId")]
+    pub tenant: TenantId,
+}
+
+/// Path of a project.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ProjectPath {
+    /// The tenant.
+    #[serde(rename = "tenantId")]
+    #[param(rename = "tenantId")]
+    pub tenant: TenantId,
+    /// The project.
+    #[serde(rename = "projectId")]
+    #[param(rename = "projectId")]
+    pub project: ProjectId,
+}
+
+/// Path of a planet.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct PlanetPath {
+    /// The tenant.
+    #[serde(rename = "tenantId")]
+    #[param(rename = "tenantId")]
+    pub tenant: TenantId,
+    /// The project.
+    #[serde(rename = "projectId")]
+    #[param(rename = "projectId")]
+    pub project: ProjectId,
+    /// The planet.
+    #[serde(rename = "planetId")]
+    #[param(rename = "planetId")]
+    pub planet: PlanetId,
+}
+
+/// Path of a backup.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct BackupPath {
+    /// The tenant.
+    #[serde(rename = "tenantId")]
+    #[param(rename = "tenantId")]
+    pub tenant: TenantId,
+    /// The project.
+    #[serde(rename = "projectId")]
+    #[param(rename = "projectId")]
+    pub project: ProjectId,
+    /// The backup.
+    #[serde(rename = "backupId")]
+    #[param(rename = "backupId")]
+    pub backup: BackupId,
+}
+
+/// Paging of lists (documentation; parsed by `ListQuery`).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct Paging {
+    /// Page size, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<i64>,
+    /// `nextCursor` of the previous page.
+    #[param(pattern = "^[A-Za-z0-9_-]*$")]
+    pub cursor: Option<String>,
+}
+
+/// Status filter of backup lists (documentation; parsed by `ListQuery`).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatusFilter {
+    /// Only backups in this state.
+    pub status: Option<svalbard_core::backup::BackupStatus>,
+}
 
 /// `Location` of a resource: absolute when a public URL is configured.
 pub fn location(state: &State, path: &str) -> String {

@@ -13,7 +13,7 @@ use svalbard_core::repo::planets::{self, Connection, NewPlanet, PlanetPatch};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::location;
+use super::{Paging, PlanetPath, ProjectPath, location};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, ListQuery};
@@ -140,8 +140,7 @@ fn planet_path(t: TenantId, p: ProjectId, id: PlanetId) -> String {
     tag = "planets",
     request_body = CreatePlanet,
     params(
-        ("tenantId" = uuid::Uuid, Path, description = "The tenant"),
-        ("projectId" = uuid::Uuid, Path, description = "The project"),
+        ProjectPath,
         ("Idempotency-Key" = Option<String>, Header, description = "Makes the create safe to retry"),
     ),
     responses(
@@ -153,11 +152,11 @@ fn planet_path(t: TenantId, p: ProjectId, id: PlanetId) -> String {
 async fn create_planet(
     state: State,
     auth: Auth,
-    path: web::Path<(TenantId, ProjectId)>,
+    path: web::Path<ProjectPath>,
     idem: IdempotencyKey,
     Json(body): Json<CreatePlanet>,
 ) -> ApiResult<HttpResponse> {
-    let (tenant, project) = path.into_inner();
+    let ProjectPath { tenant, project } = path.into_inner();
     let tenant = auth.tenant_with(tenant, Role::Admin)?;
     let mut errors = Vec::new();
     let name = Name::parse("name", &body.name).map_err(|e| errors.push(e)).ok();
@@ -199,21 +198,14 @@ async fn create_planet(
 #[utoipa::path(
     tag = "planets",
     params(
-        ("tenantId" = uuid::Uuid, Path, description = "The tenant"),
-        ("projectId" = uuid::Uuid, Path, description = "The project"),
-        ("limit" = Option<i64>, Query, description = "Page size, 1–200 (default 50)"),
-        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
+        ProjectPath,
+        Paging,
     ),
     responses((status = 200, description = "A page of planets", body = Page<Planet>)),
 )]
 #[get("/tenants/{tenantId}/projects/{projectId}/planets")]
-async fn list_planets(
-    state: State,
-    auth: Auth,
-    path: web::Path<(TenantId, ProjectId)>,
-    q: ListQuery,
-) -> ApiResult<HttpResponse> {
-    let (tenant, project) = path.into_inner();
+async fn list_planets(state: State, auth: Auth, path: web::Path<ProjectPath>, q: ListQuery) -> ApiResult<HttpResponse> {
+    let ProjectPath { tenant, project } = path.into_inner();
     let tenant = auth.tenant(tenant)?;
     Ok(HttpResponse::Ok().json(planets::list(&state.pool, tenant, project, q.page).await?))
 }
@@ -222,19 +214,17 @@ async fn list_planets(
 #[utoipa::path(
     tag = "planets",
     params(
-        ("tenantId" = uuid::Uuid, Path, description = "The tenant"),
-        ("projectId" = uuid::Uuid, Path, description = "The project"),
-        ("planetId" = uuid::Uuid, Path, description = "The planet"),
+        PlanetPath,
     ),
     responses((status = 200, description = "The planet", body = Planet)),
 )]
 #[get("/tenants/{tenantId}/projects/{projectId}/planets/{planetId}")]
-async fn get_planet(
-    state: State,
-    auth: Auth,
-    path: web::Path<(TenantId, ProjectId, PlanetId)>,
-) -> ApiResult<HttpResponse> {
-    let (tenant, project, planet) = path.into_inner();
+async fn get_planet(state: State, auth: Auth, path: web::Path<PlanetPath>) -> ApiResult<HttpResponse> {
+    let PlanetPath {
+        tenant,
+        project,
+        planet,
+    } = path.into_inner();
     let tenant = auth.tenant(tenant)?;
     Ok(HttpResponse::Ok().json(planets::get(&state.pool, tenant, project, planet).await?))
 }
@@ -244,9 +234,7 @@ async fn get_planet(
     tag = "planets",
     request_body(content = UpdatePlanet, content_type = "application/merge-patch+json"),
     params(
-        ("tenantId" = uuid::Uuid, Path, description = "The tenant"),
-        ("projectId" = uuid::Uuid, Path, description = "The project"),
-        ("planetId" = uuid::Uuid, Path, description = "The planet"),
+        PlanetPath,
     ),
     responses(
         (status = 200, description = "The planet", body = Planet),
@@ -257,10 +245,14 @@ async fn get_planet(
 async fn update_planet(
     state: State,
     auth: Auth,
-    path: web::Path<(TenantId, ProjectId, PlanetId)>,
+    path: web::Path<PlanetPath>,
     Json(body): Json<UpdatePlanet>,
 ) -> ApiResult<HttpResponse> {
-    let (tenant, project, planet) = path.into_inner();
+    let PlanetPath {
+        tenant,
+        project,
+        planet,
+    } = path.into_inner();
     let tenant = auth.tenant_with(tenant, Role::Admin)?;
     let mut errors = Vec::new();
     let name = body
@@ -304,9 +296,7 @@ async fn update_planet(
 #[utoipa::path(
     tag = "planets",
     params(
-        ("tenantId" = uuid::Uuid, Path, description = "The tenant"),
-        ("projectId" = uuid::Uuid, Path, description = "The project"),
-        ("planetId" = uuid::Uuid, Path, description = "The planet"),
+        PlanetPath,
     ),
     responses(
         (status = 204, description = "Deleted"),
@@ -314,12 +304,12 @@ async fn update_planet(
     ),
 )]
 #[delete("/tenants/{tenantId}/projects/{projectId}/planets/{planetId}")]
-async fn delete_planet(
-    state: State,
-    auth: Auth,
-    path: web::Path<(TenantId, ProjectId, PlanetId)>,
-) -> ApiResult<HttpResponse> {
-    let (tenant, project, planet) = path.into_inner();
+async fn delete_planet(state: State, auth: Auth, path: web::Path<PlanetPath>) -> ApiResult<HttpResponse> {
+    let PlanetPath {
+        tenant,
+        project,
+        planet,
+    } = path.into_inner();
     let tenant = auth.tenant_with(tenant, Role::Admin)?;
     planets::delete(&state.pool, tenant, project, planet).await?;
     Ok(HttpResponse::NoContent().finish())

@@ -2,13 +2,12 @@ use actix_web::{HttpResponse, delete, get, post, web};
 use serde::{Deserialize, Serialize};
 use svalbard_core::auth::Role;
 use svalbard_core::domain::{Name, Project, check};
-use svalbard_core::ids::{ProjectId, TenantId};
 use svalbard_core::page::Page;
 use svalbard_core::repo::projects;
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::{location, optional_text};
+use super::{Paging, ProjectPath, TenantPath, location, optional_text};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, ListQuery};
@@ -38,7 +37,7 @@ pub struct CreateProject {
     tag = "projects",
     request_body = CreateProject,
     params(
-        ("tenantId" = uuid::Uuid, Path, description = "The tenant"),
+        TenantPath,
         ("Idempotency-Key" = Option<String>, Header, description = "Makes the create safe to retry"),
     ),
     responses(
@@ -50,11 +49,11 @@ pub struct CreateProject {
 async fn create_project(
     state: State,
     auth: Auth,
-    path: web::Path<(TenantId,)>,
+    path: web::Path<TenantPath>,
     idem: IdempotencyKey,
     Json(body): Json<CreateProject>,
 ) -> ApiResult<HttpResponse> {
-    let tenant = auth.tenant_with(path.into_inner().0, Role::Admin)?;
+    let tenant = auth.tenant_with(path.into_inner().tenant, Role::Admin)?;
     let mut errors = Vec::new();
     let name = Name::parse("name", &body.name).map_err(|e| errors.push(e)).ok();
     let description = optional_text(&mut errors, "description", body.description.as_deref(), 1000);
@@ -74,20 +73,14 @@ async fn create_project(
 #[utoipa::path(
     tag = "projects",
     params(
-        ("tenantId" = uuid::Uuid, Path, description = "The tenant"),
-        ("limit" = Option<i64>, Query, description = "Page size, 1–200 (default 50)"),
-        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
+        TenantPath,
+        Paging,
     ),
     responses((status = 200, description = "A page of projects", body = Page<Project>)),
 )]
 #[get("/tenants/{tenantId}/projects")]
-async fn list_projects(
-    state: State,
-    auth: Auth,
-    path: web::Path<(TenantId,)>,
-    q: ListQuery,
-) -> ApiResult<HttpResponse> {
-    let tenant = auth.tenant(path.into_inner().0)?;
+async fn list_projects(state: State, auth: Auth, path: web::Path<TenantPath>, q: ListQuery) -> ApiResult<HttpResponse> {
+    let tenant = auth.tenant(path.into_inner().tenant)?;
     Ok(HttpResponse::Ok().json(projects::list(&state.pool, tenant, q.page).await?))
 }
 
@@ -95,14 +88,13 @@ async fn list_projects(
 #[utoipa::path(
     tag = "projects",
     params(
-        ("tenantId" = uuid::Uuid, Path, description = "The tenant"),
-        ("projectId" = uuid::Uuid, Path, description = "The project"),
+        ProjectPath,
     ),
     responses((status = 200, description = "The project", body = Project)),
 )]
 #[get("/tenants/{tenantId}/projects/{projectId}")]
-async fn get_project(state: State, auth: Auth, path: web::Path<(TenantId, ProjectId)>) -> ApiResult<HttpResponse> {
-    let (tenant, project) = path.into_inner();
+async fn get_project(state: State, auth: Auth, path: web::Path<ProjectPath>) -> ApiResult<HttpResponse> {
+    let ProjectPath { tenant, project } = path.into_inner();
     let tenant = auth.tenant(tenant)?;
     Ok(HttpResponse::Ok().json(projects::get(&state.pool, tenant, project).await?))
 }
@@ -111,8 +103,7 @@ async fn get_project(state: State, auth: Auth, path: web::Path<(TenantId, Projec
 #[utoipa::path(
     tag = "projects",
     params(
-        ("tenantId" = uuid::Uuid, Path, description = "The tenant"),
-        ("projectId" = uuid::Uuid, Path, description = "The project"),
+        ProjectPath,
     ),
     responses(
         (status = 204, description = "Deleted"),
@@ -120,8 +111,8 @@ async fn get_project(state: State, auth: Auth, path: web::Path<(TenantId, Projec
     ),
 )]
 #[delete("/tenants/{tenantId}/projects/{projectId}")]
-async fn delete_project(state: State, auth: Auth, path: web::Path<(TenantId, ProjectId)>) -> ApiResult<HttpResponse> {
-    let (tenant, project) = path.into_inner();
+async fn delete_project(state: State, auth: Auth, path: web::Path<ProjectPath>) -> ApiResult<HttpResponse> {
+    let ProjectPath { tenant, project } = path.into_inner();
     let tenant = auth.tenant_with(tenant, Role::Admin)?;
     projects::delete(&state.pool, tenant, project).await?;
     Ok(HttpResponse::NoContent().finish())

@@ -2,13 +2,12 @@ use actix_web::{HttpResponse, delete, get, post, web};
 use serde::{Deserialize, Serialize};
 use svalbard_core::auth::Role;
 use svalbard_core::domain::{Name, Tenant, check};
-use svalbard_core::ids::TenantId;
 use svalbard_core::page::Page;
 use svalbard_core::repo::tenants;
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::{location, optional_text};
+use super::{Paging, TenantPath, location, optional_text};
 use crate::auth::Auth;
 use crate::error::ApiResult;
 use crate::extract::{Json, ListQuery};
@@ -67,8 +66,7 @@ async fn create_tenant(
 #[utoipa::path(
     tag = "tenants",
     params(
-        ("limit" = Option<i64>, Query, description = "Page size, 1–200 (default 50)"),
-        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
+        Paging,
     ),
     responses((status = 200, description = "A page of tenants", body = Page<Tenant>)),
 )]
@@ -81,27 +79,27 @@ async fn list_tenants(state: State, auth: Auth, q: ListQuery) -> ApiResult<HttpR
 /// Reads a tenant.
 #[utoipa::path(
     tag = "tenants",
-    params(("tenantId" = uuid::Uuid, Path, description = "The tenant")),
+    params(TenantPath),
     responses((status = 200, description = "The tenant", body = Tenant)),
 )]
 #[get("/tenants/{tenantId}")]
-async fn get_tenant(state: State, auth: Auth, path: web::Path<(TenantId,)>) -> ApiResult<HttpResponse> {
-    let tenant = auth.tenant(path.into_inner().0)?;
+async fn get_tenant(state: State, auth: Auth, path: web::Path<TenantPath>) -> ApiResult<HttpResponse> {
+    let tenant = auth.tenant(path.into_inner().tenant)?;
     Ok(HttpResponse::Ok().json(tenants::get(&state.pool, tenant).await?))
 }
 
 /// Deletes a tenant with its projects and planets; refused (409) while it has backups.
 #[utoipa::path(
     tag = "tenants",
-    params(("tenantId" = uuid::Uuid, Path, description = "The tenant")),
+    params(TenantPath),
     responses(
         (status = 204, description = "Deleted"),
         (status = 409, description = "The tenant still has backups", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
 )]
 #[delete("/tenants/{tenantId}")]
-async fn delete_tenant(state: State, auth: Auth, path: web::Path<(TenantId,)>) -> ApiResult<HttpResponse> {
-    let tenant = auth.tenant(path.into_inner().0)?;
+async fn delete_tenant(state: State, auth: Auth, path: web::Path<TenantPath>) -> ApiResult<HttpResponse> {
+    let tenant = auth.tenant(path.into_inner().tenant)?;
     auth.platform(Role::Admin)?;
     tenants::delete(&state.pool, tenant).await?;
     Ok(HttpResponse::NoContent().finish())
