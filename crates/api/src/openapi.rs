@@ -22,6 +22,7 @@ use crate::error::{PROBLEM_JSON, Problem};
         (name = "projects", description = "Projects group the planets of a tenant"),
         (name = "planets", description = "Planets: the databases Svalbard backs up"),
         (name = "backups", description = "Backups of planets, their archives and maintenance status"),
+        (name = "restores", description = "Restores of stored backups into planets"),
         (name = "operations", description = "Health, readiness and metrics"),
     ),
 )]

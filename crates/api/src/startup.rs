@@ -28,7 +28,8 @@ fn api_v1(cfg: &mut ServiceConfig) {
     cfg.configure(routes::tenants::configure)
         .configure(routes::projects::configure)
         .configure(routes::planets::configure)
-        .configure(routes::backups::configure);
+        .configure(routes::backups::configure)
+        .configure(routes::restores::configure);
 }
 
 /// The OpenAPI document of every route, built the same way the server registers them.

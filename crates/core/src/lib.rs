@@ -8,11 +8,13 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod domain;
+pub mod dumpinfo;
 pub mod error;
 pub mod ids;
 pub mod jobs;
 pub mod page;
 pub mod repo;
+pub mod restore;
 pub mod storage;
 
 pub use error::{Error, FieldError, Result};

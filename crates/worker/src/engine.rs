@@ -33,6 +33,40 @@ pub trait Driver: Send + Sync {
 
     /// Whether a failure message means retrying cannot help (bad credentials, missing database).
     fn is_permanent(&self, message: &str) -> bool;
+
+    /// The tool that loads a dump, chosen to read the most dump versions.
+    fn restore_tool(&self) -> Result<Tool, JobError>;
+
+    /// Whether this worker can restore a dump that starts with `head` (decompressed) into a
+    /// server of `target_major`: `Err` carries the message of an `incompatible` restore.
+    fn check_dump(&self, head: &[u8], tool: &Tool, target_major: u32, force: bool) -> Result<(), String>;
+
+    /// Major version and full version string of the server.
+    async fn server_version(&self, conn: &Connection) -> Result<(u32, String), JobError>;
+
+    /// Whether `database` exists, and how many objects it holds.
+    async fn inspect(&self, conn: &Connection, database: &str) -> Result<Option<i64>, JobError>;
+
+    async fn create_database(&self, conn: &Connection, database: &str) -> Result<(), JobError>;
+
+    async fn drop_database(&self, conn: &Connection, database: &str) -> Result<(), JobError>;
+
+    /// Gives `from` the name `to` (which must not exist).
+    async fn rename_database(&self, conn: &Connection, from: &str, to: &str) -> Result<(), JobError>;
+
+    /// The process that loads a dump from stdin into `database` atomically.
+    fn restore(&self, tool: &Tool, conn: &Connection, database: &str) -> Command;
+
+    /// Tables and rows in `database`, counted exactly.
+    async fn verify(&self, conn: &Connection, database: &str) -> Result<(i64, i64), JobError>;
+}
+
+/// A client tool and its version.
+#[derive(Debug, Clone)]
+pub struct Tool {
+    pub path: PathBuf,
+    pub major: u32,
+    pub version: String,
 }
 
 /// The driver of an engine.
@@ -106,9 +140,132 @@ impl Driver for Postgres {
     fn is_permanent(&self, message: &str) -> bool {
         PG_PERMANENT.iter().any(|p| message.contains(p))
     }
+
+    fn restore_tool(&self) -> Result<Tool, JobError> {
+        let (path, major, version) =
+            pg::find_pg_restore(&self.roots).map_err(|e| JobError::Permanent(format!("{e:#}")))?;
+        Ok(Tool { path, major, version })
+    }
+
+    fn check_dump(&self, head: &[u8], tool: &Tool, target_major: u32, force: bool) -> Result<(), String> {
+        use svalbard_core::dumpinfo::{DumpFormat, pg_restore_can_read, sniff_dump};
+        match sniff_dump(head) {
+            DumpFormat::PgCustom(h) => {
+                pg_restore_can_read(&h, tool.major)?;
+                if let Some(source) = h.dumped_from_major()
+                    && source > target_major
+                    && !force
+                {
+                    return Err(format!(
+                        "dumped from PostgreSQL {source}; the target server runs {target_major}; restore into a server \
+                         of version {source} or later, or set options.force to try anyway"
+                    ));
+                }
+                Ok(())
+            }
+            DumpFormat::PlainSql => Err("a plain SQL dump cannot be restored by pg_restore".into()),
+            DumpFormat::Unknown(seen) => Err(format!("not a recognised archive: {seen}")),
+        }
+    }
+
+    async fn server_version(&self, conn: &Connection) -> Result<(u32, String), JobError> {
+        pg::server_version(&Self::params(conn))
+            .await
+            .map_err(|e| self.classify(&format!("{e:#}")))
+    }
+
+    async fn inspect(&self, conn: &Connection, database: &str) -> Result<Option<i64>, JobError> {
+        let exists = self
+            .run(
+                conn,
+                "postgres",
+                &format!(
+                    "SELECT count(*) FROM pg_database WHERE datname = {}",
+                    pg::quote_literal(database)
+                ),
+            )
+            .await?;
+        if exists.trim() == "0" {
+            return Ok(None);
+        }
+        let objects = self
+            .run(
+                conn,
+                database,
+                "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+                   AND c.relkind IN ('r', 'v', 'm', 'S', 'f', 'p')",
+            )
+            .await?;
+        Ok(Some(objects.trim().parse().unwrap_or(0)))
+    }
+
+    async fn create_database(&self, conn: &Connection, database: &str) -> Result<(), JobError> {
+        self.run(
+            conn,
+            "postgres",
+            &format!("CREATE DATABASE {}", pg::quote_ident(database)),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn drop_database(&self, conn: &Connection, database: &str) -> Result<(), JobError> {
+        self.run(
+            conn,
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", pg::quote_ident(database)),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn rename_database(&self, conn: &Connection, from: &str, to: &str) -> Result<(), JobError> {
+        self.run(
+            conn,
+            "postgres",
+            &format!(
+                "ALTER DATABASE {} RENAME TO {}",
+                pg::quote_ident(from),
+                pg::quote_ident(to)
+            ),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    fn restore(&self, tool: &Tool, conn: &Connection, database: &str) -> Command {
+        pg::restore_command(&tool.path, &Self::on(conn, database))
+    }
+
+    async fn verify(&self, conn: &Connection, database: &str) -> Result<(i64, i64), JobError> {
+        let out = self
+            .run(
+                conn,
+                database,
+                "SELECT count(*) || '|' || COALESCE(sum((xpath('/row/c/text()', query_to_xml(
+                        format('SELECT count(*) AS c FROM %I.%I', schemaname, tablename), false, true, '')))[1]::text::bigint), 0)
+                 FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
+            )
+            .await?;
+        let (tables, rows) = out.split_once('|').unwrap_or(("0", "0"));
+        Ok((tables.trim().parse().unwrap_or(0), rows.trim().parse().unwrap_or(0)))
+    }
 }
 
 impl Postgres {
+    fn on(conn: &Connection, database: &str) -> pg::ConnParams {
+        let mut p = Self::params(conn);
+        database.clone_into(&mut p.database);
+        p
+    }
+
+    async fn run(&self, conn: &Connection, database: &str, sql: &str) -> Result<String, JobError> {
+        pg::psql(&Self::on(conn, database), sql)
+            .await
+            .map_err(|e| self.classify(&format!("{e:#}")))
+    }
+
     fn classify(&self, message: &str) -> JobError {
         let message = if message.contains("password authentication failed") || message.contains("no password supplied")
         {
@@ -146,5 +303,50 @@ impl Driver for Unsupported {
 
     fn is_permanent(&self, _: &str) -> bool {
         true
+    }
+
+    fn restore_tool(&self) -> Result<Tool, JobError> {
+        Err(self.refuse())
+    }
+
+    fn check_dump(&self, _: &[u8], _: &Tool, _: u32, _: bool) -> Result<(), String> {
+        Err(format!(
+            "restores of {} planets are not supported by this worker",
+            self.0
+        ))
+    }
+
+    async fn server_version(&self, _: &Connection) -> Result<(u32, String), JobError> {
+        Err(self.refuse())
+    }
+
+    async fn inspect(&self, _: &Connection, _: &str) -> Result<Option<i64>, JobError> {
+        Err(self.refuse())
+    }
+
+    async fn create_database(&self, _: &Connection, _: &str) -> Result<(), JobError> {
+        Err(self.refuse())
+    }
+
+    async fn drop_database(&self, _: &Connection, _: &str) -> Result<(), JobError> {
+        Err(self.refuse())
+    }
+
+    async fn rename_database(&self, _: &Connection, _: &str, _: &str) -> Result<(), JobError> {
+        Err(self.refuse())
+    }
+
+    fn restore(&self, _: &Tool, _: &Connection, _: &str) -> Command {
+        Command::new("false")
+    }
+
+    async fn verify(&self, _: &Connection, _: &str) -> Result<(i64, i64), JobError> {
+        Err(self.refuse())
+    }
+}
+
+impl Unsupported {
+    fn refuse(&self) -> JobError {
+        JobError::Permanent(format!("{} planets are not supported by this worker", self.0))
     }
 }

@@ -5,6 +5,7 @@ pub mod engine;
 pub mod pg;
 pub mod pipeline;
 pub mod process;
+pub mod restore;
 pub mod runner;
 
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use svalbard_core::config::Config;
 use svalbard_core::crypto::KeyRing;
 use svalbard_core::repo::backups::{BACKUP_JOB, DELETE_JOB};
+use svalbard_core::repo::restores::RESTORE_JOB;
 use svalbard_core::storage::Storage;
 
 /// A worker with every job handler, as `svalbard work` runs it.
@@ -25,6 +27,14 @@ pub fn build(config: &Config, pool: sqlx::PgPool) -> anyhow::Result<runner::Work
         .with_handler(
             BACKUP_JOB,
             Arc::new(backup::BackupJob {
+                storage: storage.clone(),
+                keys: keys.clone(),
+                config: config.worker.clone(),
+            }),
+        )
+        .with_handler(
+            RESTORE_JOB,
+            Arc::new(restore::RestoreJob {
                 storage: storage.clone(),
                 keys,
                 config: config.worker.clone(),

@@ -206,6 +206,94 @@ pub fn dump_command(bin: &Path, conn: &ConnParams) -> Command {
     cmd
 }
 
+/// `pg_restore` of a custom-format dump read from stdin into `conn.database`, in one
+/// transaction that rolls back on the first error, so a failed restore leaves the target as it was.
+pub fn restore_command(bin: &Path, conn: &ConnParams) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "--single-transaction",
+        "--exit-on-error",
+        "--no-owner",
+        "--no-privileges",
+        "--no-password",
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    apply_conn(&mut cmd, conn);
+    cmd.stdin(Stdio::piped());
+    cmd
+}
+
+/// The newest installed `pg_restore` (it reads the most archive versions): path, major, version.
+pub fn find_pg_restore(roots: &[String]) -> anyhow::Result<(PathBuf, u32, String)> {
+    let mut best: Option<(u32, PathBuf, String)> = None;
+    for root in roots {
+        let Ok(entries) = std::fs::read_dir(root) else { continue };
+        for entry in entries.flatten() {
+            let bin = entry.path().join("bin").join("pg_restore");
+            if let Ok((major, version)) = tool_version(&bin)
+                && best.as_ref().is_none_or(|(m, _, _)| major > *m)
+            {
+                best = Some((major, bin, version));
+            }
+        }
+    }
+    if best.is_none()
+        && let Ok((major, version)) = tool_version(Path::new("pg_restore"))
+    {
+        best = Some((
+            major,
+            which("pg_restore").unwrap_or_else(|| PathBuf::from("pg_restore")),
+            version,
+        ));
+    }
+    best.map(|(m, p, v)| (p, m, v)).context("no pg_restore is installed")
+}
+
+/// Runs one SQL statement with psql and returns its unaligned, tuples-only output.
+pub async fn psql(conn: &ConnParams, sql: &str) -> anyhow::Result<String> {
+    let mut cmd = Command::new("psql");
+    cmd.args([
+        "--no-psqlrc",
+        "--no-align",
+        "--tuples-only",
+        "--no-password",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "--command",
+        sql,
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    apply_conn(&mut cmd, conn);
+    let out = cmd
+        .output()
+        .await
+        .context("cannot run psql (is the PostgreSQL client installed?)")?;
+    if !out.status.success() {
+        bail!(
+            "PostgreSQL at {}:{} (database {}): {}",
+            conn.host,
+            conn.port,
+            conn.database,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Quotes an SQL identifier.
+#[must_use]
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Quotes an SQL string literal.
+#[must_use]
+pub fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
 /// Starts [`dump_command`]; its output ends in an error if `pg_dump` fails.
 pub fn spawn_dump(bin: &Path, conn: &ConnParams) -> anyhow::Result<ProcessStream> {
     ProcessStream::spawn(dump_command(bin, conn), "pg_dump")

@@ -9,6 +9,8 @@ use svalbard_core::domain::{PlanetClass, check};
 use svalbard_core::ids::{BackupId, ProjectId, TenantId};
 use svalbard_core::page::Page;
 use svalbard_core::repo::backups::{self, NewBackup};
+use svalbard_core::repo::restores;
+use svalbard_core::restore::RestoreStatus;
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
@@ -341,12 +343,24 @@ async fn maintenance(state: State, auth: Auth, path: web::Path<PlanetPath>) -> A
         start_date: b.started_at,
         end_date: b.completed_at,
     });
-    let running = backup
-        .as_ref()
-        .is_some_and(|b| b.status == "scheduled" || b.status == "running");
+    let restore = restores::last_for_planet(&state.pool, tenant, planet)
+        .await?
+        .map(|r| OperationSummary {
+            id: r.id.0,
+            succeeded: r.status == RestoreStatus::Succeeded,
+            status: r.status.as_str().into(),
+            status_message: r.error_message.or_else(|| Some(r.status.as_str().into())),
+            start_date: r.started_at,
+            end_date: r.completed_at,
+        });
+    let in_flight = |s: &Option<OperationSummary>| {
+        s.as_ref()
+            .is_some_and(|o| o.status == "scheduled" || o.status == "running")
+    };
+    let running = in_flight(&backup) || in_flight(&restore);
     Ok(HttpResponse::Ok().json(Maintenance {
         running,
         backup,
-        restore: None,
+        restore,
     }))
 }

@@ -4,6 +4,7 @@ pub mod backups;
 pub mod ops;
 pub mod planets;
 pub mod projects;
+pub mod restores;
 pub mod tenants;
 
 use serde::Deserialize;
@@ -70,6 +71,24 @@ pub struct BackupPath {
     #[serde(rename = "backupId")]
     #[param(rename = "backupId")]
     pub backup: BackupId,
+}
+
+/// Path of a restore.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct RestorePath {
+    /// The tenant.
+    #[serde(rename = "tenantId")]
+    #[param(rename = "tenantId")]
+    pub tenant: TenantId,
+    /// The project.
+    #[serde(rename = "projectId")]
+    #[param(rename = "projectId")]
+    pub project: ProjectId,
+    /// The restore.
+    #[serde(rename = "restoreId")]
+    #[param(rename = "restoreId")]
+    pub restore: svalbard_core::ids::RestoreId,
 }
 
 /// Paging of lists (documentation; parsed by `ListQuery`).

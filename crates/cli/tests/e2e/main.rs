@@ -4,4 +4,5 @@
 
 mod backups;
 mod harness;
+mod restores;
 mod storage;

@@ -153,7 +153,8 @@ pub async fn create(
     new: NewBackup,
 ) -> Result<Backup> {
     let mut tx = pool.begin().await?;
-    // FOR SHARE keeps the planet from being deleted under the new backup.
+    // The lock keeps the planet from being deleted under the new backup, and serialises this
+    // create with a restore's, which takes it exclusively.
     let (planet_name, engine, class): (String, String, String) = sqlx::query_as(
         "SELECT name, engine, planet_class FROM planets WHERE tenant_id = $1 AND project_id = $2 AND id = $3 FOR SHARE",
     )

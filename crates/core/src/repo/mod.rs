@@ -5,6 +5,7 @@ pub mod backups;
 pub mod idempotency;
 pub mod planets;
 pub mod projects;
+pub mod restores;
 pub mod tenants;
 
 /// Maps a foreign-key violation (the parent vanished or never existed) to "not found".

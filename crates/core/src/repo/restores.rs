@@ -1,0 +1,329 @@
+//! Restores. A restore and a backup never run on the same planet at once: both creates lock the
+//! planet row and look at the other table.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+
+use crate::backup::Progress;
+use crate::error::{Error, Result, is_unique_violation};
+use crate::ids::{BackupId, JobId, PlanetId, ProjectId, RestoreId, TenantId};
+use crate::jobs::{self, NewJob};
+use crate::page::{Page, PageRequest};
+use crate::restore::{Restore, RestoreSource, RestoreStatus, RestoreTarget, Verification};
+
+pub const RESTORE_JOB: &str = "restore";
+
+macro_rules! restore_columns {
+    () => {
+        "id, tenant_id, project_id, planet_id, source_backup_id, source_upload_key, source_upload_name,
+         source_upload_size, target_database, replace_target, force, status, error_message, phase,
+         bytes_processed, verification, created_at, started_at, completed_at"
+    };
+}
+
+#[derive(sqlx::FromRow)]
+pub struct Row {
+    pub id: RestoreId,
+    pub tenant_id: TenantId,
+    pub project_id: ProjectId,
+    pub planet_id: PlanetId,
+    pub source_backup_id: Option<BackupId>,
+    pub source_upload_key: Option<String>,
+    pub source_upload_name: Option<String>,
+    pub source_upload_size: Option<i64>,
+    pub target_database: String,
+    pub replace_target: bool,
+    pub force: bool,
+    pub status: String,
+    pub error_message: Option<String>,
+    pub phase: Option<String>,
+    pub bytes_processed: i64,
+    pub verification: Option<sqlx::types::Json<Verification>>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+impl Row {
+    pub fn status(&self) -> Result<RestoreStatus> {
+        self.status
+            .parse()
+            .map_err(|_| Error::Other(anyhow::anyhow!("stored restore has an invalid status")))
+    }
+
+    pub fn into_restore(self) -> Result<Restore> {
+        let status = self.status()?;
+        Ok(Restore {
+            id: self.id,
+            tenant_id: self.tenant_id,
+            project_id: self.project_id,
+            status,
+            error_message: self.error_message,
+            source: RestoreSource {
+                backup_id: self.source_backup_id,
+                upload_name: self.source_upload_name,
+                upload_size_bytes: self.source_upload_size,
+            },
+            target: RestoreTarget {
+                planet_id: self.planet_id,
+                database: self.target_database,
+                replace: self.replace_target,
+            },
+            progress: status.in_flight().then_some(Progress {
+                bytes_processed: self.bytes_processed,
+                phase: self.phase,
+            }),
+            verification: self.verification.map(|v| v.0),
+            created_at: self.created_at,
+            started_at: self.started_at,
+            completed_at: self.completed_at,
+        })
+    }
+}
+
+/// A validated restore request.
+pub struct NewRestore {
+    pub target_planet: PlanetId,
+    pub target_database: Option<String>,
+    pub replace: bool,
+    pub force: bool,
+    pub source_backup: Option<BackupId>,
+    pub upload: Option<(String, String, i64)>,
+    pub max_attempts: i32,
+}
+
+/// Refuses when a backup or restore of the planet is in progress. The caller holds the planet
+/// row locked.
+pub async fn ensure_idle(conn: &mut PgConnection, planet: PlanetId) -> Result<()> {
+    let busy: Option<(String, uuid::Uuid, String)> = sqlx::query_as(
+        "SELECT 'backup', id, status FROM backups WHERE planet_id = $1 AND status IN ('scheduled', 'running')
+         UNION ALL
+         SELECT 'restore', id, status FROM restores WHERE planet_id = $1 AND status IN ('scheduled', 'running')
+         LIMIT 1",
+    )
+    .bind(planet)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match busy {
+        Some((kind, id, status)) => Err(Error::Conflict(format!(
+            "{kind} {id} of this planet is {status}; wait for it to finish"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Inserts the restore and its job in one transaction. The target planet must be of the
+/// tenant and, when restoring a backup, of the backup's engine.
+pub async fn create(pool: &PgPool, tenant: TenantId, project: ProjectId, new: NewRestore) -> Result<Restore> {
+    let mut tx = pool.begin().await?;
+    let (target_project, engine, database): (ProjectId, String, String) = sqlx::query_as(
+        "SELECT project_id, engine, database_name FROM planets WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+    )
+    .bind(tenant)
+    .bind(new.target_planet)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(Error::NotFound("planet"))?;
+    if let Some(backup) = new.source_backup {
+        let (backup_engine, status): (String, String) =
+            sqlx::query_as("SELECT engine, status FROM backups WHERE tenant_id = $1 AND project_id = $2 AND id = $3")
+                .bind(tenant)
+                .bind(project)
+                .bind(backup)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(Error::NotFound("backup"))?;
+        if status != "succeeded" {
+            return Err(Error::Conflict(format!(
+                "backup {backup} is {status}; only a succeeded backup can be restored"
+            )));
+        }
+        if backup_engine != engine {
+            return Err(Error::invalid(
+                "targetPlanetId",
+                format!("the target planet runs {engine}, the backup is of {backup_engine}"),
+            ));
+        }
+    }
+    ensure_idle(&mut tx, new.target_planet).await?;
+    let id = RestoreId::new();
+    let (key, name, size) = new
+        .upload
+        .clone()
+        .map_or((None, None, None), |(k, n, s)| (Some(k), Some(n), Some(s)));
+    let inserted = sqlx::query(
+        "INSERT INTO restores (id, tenant_id, project_id, planet_id, source_backup_id, source_upload_key,
+                               source_upload_name, source_upload_size, target_database, replace_target, force, status)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'scheduled')",
+    )
+    .bind(id)
+    .bind(tenant)
+    .bind(target_project)
+    .bind(new.target_planet)
+    .bind(new.source_backup)
+    .bind(key)
+    .bind(name)
+    .bind(size)
+    .bind(new.target_database.unwrap_or(database))
+    .bind(new.replace)
+    .bind(new.force)
+    .execute(&mut *tx)
+    .await;
+    if let Err(e) = inserted {
+        return Err(if is_unique_violation(&e, "restores_one_active") {
+            Error::Conflict("a restore of this planet is already in progress".into())
+        } else {
+            e.into()
+        });
+    }
+    jobs::enqueue(
+        &mut tx,
+        &NewJob {
+            tenant,
+            kind: RESTORE_JOB,
+            subject: id.0,
+            payload: serde_json::json!({}),
+            max_attempts: new.max_attempts,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    get(pool, tenant, target_project, id).await
+}
+
+pub async fn get(pool: &PgPool, tenant: TenantId, project: ProjectId, id: RestoreId) -> Result<Restore> {
+    sqlx::query_as::<_, Row>(concat!(
+        "SELECT ",
+        restore_columns!(),
+        " FROM restores WHERE tenant_id = $1 AND project_id = $2 AND id = $3"
+    ))
+    .bind(tenant)
+    .bind(project)
+    .bind(id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(Error::NotFound("restore"))?
+    .into_restore()
+}
+
+pub async fn list_for_planet(
+    pool: &PgPool,
+    tenant: TenantId,
+    project: ProjectId,
+    planet: PlanetId,
+    page: PageRequest,
+) -> Result<Page<Restore>> {
+    super::planets::get(pool, tenant, project, planet).await?;
+    let rows = sqlx::query_as::<_, Row>(concat!(
+        "SELECT ",
+        restore_columns!(),
+        " FROM restores WHERE tenant_id = $1 AND planet_id = $2 AND ($3::uuid IS NULL OR id < $3)
+          ORDER BY id DESC LIMIT $4"
+    ))
+    .bind(tenant)
+    .bind(planet)
+    .bind(page.before)
+    .bind(page.fetch())
+    .fetch_all(pool)
+    .await?;
+    let items = rows.into_iter().map(Row::into_restore).collect::<Result<Vec<_>>>()?;
+    Ok(Page::from_rows(items, page, |r| r.id.0))
+}
+
+pub async fn last_for_planet(pool: &PgPool, tenant: TenantId, planet: PlanetId) -> Result<Option<Restore>> {
+    sqlx::query_as::<_, Row>(concat!(
+        "SELECT ",
+        restore_columns!(),
+        " FROM restores WHERE tenant_id = $1 AND planet_id = $2 ORDER BY id DESC LIMIT 1"
+    ))
+    .bind(tenant)
+    .bind(planet)
+    .fetch_optional(pool)
+    .await?
+    .map(Row::into_restore)
+    .transpose()
+}
+
+// ---- worker side -------------------------------------------------------------------------
+
+pub async fn for_job(pool: &PgPool, tenant: TenantId, id: RestoreId) -> Result<Row> {
+    sqlx::query_as::<_, Row>(concat!(
+        "SELECT ",
+        restore_columns!(),
+        " FROM restores WHERE tenant_id = $1 AND id = $2"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(Error::NotFound("restore"))
+}
+
+pub async fn mark_running(pool: &PgPool, id: RestoreId, job: JobId, worker: &str) -> Result<bool> {
+    Ok(sqlx::query(
+        "UPDATE restores SET status = 'running', phase = 'verifying', error_message = NULL,
+                started_at = COALESCE(started_at, now())
+         WHERE id = $1 AND status IN ('scheduled', 'running')
+           AND EXISTS (SELECT 1 FROM jobs WHERE id = $2 AND locked_by = $3 AND state = 'running')",
+    )
+    .bind(id)
+    .bind(job)
+    .bind(worker)
+    .execute(pool)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+pub async fn report(pool: &PgPool, id: RestoreId, job: JobId, worker: &str, bytes: u64, phase: &str) -> Result<bool> {
+    Ok(sqlx::query(
+        "UPDATE restores SET bytes_processed = $4, phase = $5
+         WHERE id = $1 AND status = 'running'
+           AND EXISTS (SELECT 1 FROM jobs WHERE id = $2 AND locked_by = $3 AND state = 'running')",
+    )
+    .bind(id)
+    .bind(job)
+    .bind(worker)
+    .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
+    .bind(phase)
+    .execute(pool)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// Records success with what the target now holds, and completes the job, fenced.
+pub async fn succeed(pool: &PgPool, id: RestoreId, job: JobId, worker: &str, v: &Verification) -> Result<bool> {
+    let mut tx = pool.begin().await?;
+    let n = sqlx::query(
+        "UPDATE restores SET status = 'succeeded', phase = NULL, completed_at = now(), verification = $4
+         WHERE id = $1 AND status = 'running'
+           AND EXISTS (SELECT 1 FROM jobs WHERE id = $2 AND locked_by = $3 AND state = 'running')",
+    )
+    .bind(id)
+    .bind(job)
+    .bind(worker)
+    .bind(sqlx::types::Json(v))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if n != 1 || !jobs::complete(&mut tx, job, worker).await? {
+        return Ok(false);
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// The end of a restore that will not be retried.
+pub async fn finish(pool: &PgPool, id: RestoreId, status: RestoreStatus, message: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE restores SET status = $2, error_message = $3, phase = NULL, completed_at = now()
+         WHERE id = $1 AND status IN ('scheduled', 'running')",
+    )
+    .bind(id)
+    .bind(status.as_str())
+    .bind(message)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
