@@ -742,3 +742,50 @@ mod tests {
         }
     }
 }
+
+/// What an uploaded or stored file turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detected {
+    pub container: Container,
+    /// Bytes of Svalbard header before the compressed stream.
+    pub skip: usize,
+    pub dump: DumpFormat,
+}
+
+/// Decompresses the start of a file as far as `prefix` reaches.
+#[must_use]
+pub fn decompress_prefix(container: &Container, compressed: &[u8]) -> Vec<u8> {
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    let limit = 64 * 1024;
+    match container {
+        Container::Svalbard(_) | Container::Zstd => {
+            if let Ok(dec) = zstd::stream::read::Decoder::new(compressed) {
+                let _ = dec.take(limit).read_to_end(&mut out);
+            }
+        }
+        Container::Gzip => {
+            let _ = flate2::read::MultiGzDecoder::new(compressed)
+                .take(limit)
+                .read_to_end(&mut out);
+        }
+        Container::Raw => {
+            out.extend_from_slice(&compressed[..compressed.len().min(usize::try_from(limit).unwrap_or(0))])
+        }
+    }
+    out
+}
+
+/// Detects the container and the dump inside from the first bytes of a file. `Err` says what
+/// was seen when it is not something a restore can use.
+pub fn detect(prefix: &[u8]) -> Result<Detected, String> {
+    let (container, skip) = sniff_container(prefix).map_err(|e| format!("not a recognised archive: {e}"))?;
+    let head = decompress_prefix(&container, &prefix[skip.min(prefix.len())..]);
+    match sniff_dump(&head) {
+        DumpFormat::Unknown(seen) => Err(format!(
+            "not a recognised archive: expected a Svalbard archive, a pg_dump custom-format file or a plain SQL dump \
+             (optionally gzip- or zstd-compressed), found {seen}"
+        )),
+        dump => Ok(Detected { container, skip, dump }),
+    }
+}

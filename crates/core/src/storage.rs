@@ -80,6 +80,12 @@ impl Storage {
         }
     }
 
+    /// Folder of an archive uploaded for a restore.
+    #[must_use]
+    pub fn upload_prefix(&self, t: TenantId, p: ProjectId, planet: PlanetId, r: crate::ids::RestoreId) -> String {
+        self.prefixed(format!("tenants/{t}/projects/{p}/planets/{planet}/uploads/{r}/"))
+    }
+
     /// Folder of one backup: the archive and its manifest.
     #[must_use]
     pub fn backup_prefix(&self, t: TenantId, p: ProjectId, planet: PlanetId, b: BackupId) -> String {
@@ -213,5 +219,119 @@ impl Storage {
             self.bucket,
             describe(&e)
         )
+    }
+}
+
+/// An object written part by part, one part in memory at a time; aborted unless completed.
+pub struct PartWriter<'a> {
+    storage: &'a Storage,
+    key: String,
+    upload_id: String,
+    parts: Vec<aws_sdk_s3::types::CompletedPart>,
+    buffer: Vec<u8>,
+    part_size: usize,
+    written: u64,
+}
+
+impl<'a> PartWriter<'a> {
+    pub async fn begin(storage: &'a Storage, key: &str, part_size: usize) -> anyhow::Result<Self> {
+        let out = storage
+            .client
+            .create_multipart_upload()
+            .bucket(&storage.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| storage.error("starting an upload", e))?;
+        let upload_id = out
+            .upload_id
+            .ok_or_else(|| anyhow::anyhow!("object storage returned no upload id"))?;
+        let part_size = part_size.max(5 * 1024 * 1024);
+        Ok(Self {
+            storage,
+            key: key.to_owned(),
+            upload_id,
+            parts: Vec::new(),
+            buffer: Vec::with_capacity(part_size),
+            part_size,
+            written: 0,
+        })
+    }
+
+    #[must_use]
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    pub async fn write(&mut self, mut data: &[u8]) -> anyhow::Result<()> {
+        self.written += data.len() as u64;
+        while !data.is_empty() {
+            let take = data.len().min(self.part_size - self.buffer.len());
+            self.buffer.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buffer.len() == self.part_size {
+                self.flush().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        let number = i32::try_from(self.parts.len() + 1).unwrap_or(i32::MAX);
+        let body = std::mem::replace(&mut self.buffer, Vec::with_capacity(self.part_size));
+        let s = self.storage;
+        let out = s
+            .client
+            .upload_part()
+            .bucket(&s.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .part_number(number)
+            .body(body.into())
+            .send()
+            .await
+            .map_err(|e| s.error("uploading a part", e))?;
+        self.parts.push(
+            aws_sdk_s3::types::CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(out.e_tag)
+                .build(),
+        );
+        Ok(())
+    }
+
+    pub async fn complete(mut self) -> anyhow::Result<u64> {
+        if !self.buffer.is_empty() || self.parts.is_empty() {
+            self.flush().await?;
+        }
+        let s = self.storage;
+        let done = aws_sdk_s3::types::CompletedMultipartUpload::builder()
+            .set_parts(Some(self.parts.clone()))
+            .build();
+        s.client
+            .complete_multipart_upload()
+            .bucket(&s.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .multipart_upload(done)
+            .send()
+            .await
+            .map_err(|e| s.error("completing an upload", e))?;
+        Ok(self.written)
+    }
+
+    pub async fn abort(self) {
+        let s = self.storage;
+        if let Err(e) = s
+            .client
+            .abort_multipart_upload()
+            .bucket(&s.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .send()
+            .await
+        {
+            tracing::warn!(key = %self.key, error = %describe(&e), "aborting an upload failed; the reaper will");
+        }
     }
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use secrecy::ExposeSecret as _;
 use svalbard_core::domain::Engine;
+use svalbard_core::dumpinfo::DumpFormat;
 use svalbard_core::repo::planets::Connection;
 use tokio::process::Command;
 
@@ -54,8 +55,12 @@ pub trait Driver: Send + Sync {
     /// Gives `from` the name `to` (which must not exist).
     async fn rename_database(&self, conn: &Connection, from: &str, to: &str) -> Result<(), JobError>;
 
-    /// The process that loads a dump from stdin into `database` atomically.
-    fn restore(&self, tool: &Tool, conn: &Connection, database: &str) -> Command;
+    /// The process that loads a dump of `kind` from stdin into `database` atomically.
+    fn restore(&self, tool: &Tool, kind: &DumpFormat, conn: &Connection, database: &str) -> Command;
+
+    /// A process that reads a whole dump of `kind` from stdin and fails if it is damaged;
+    /// `None` when decompressing it in full is the only check there is.
+    fn check_whole(&self, tool: &Tool, kind: &DumpFormat) -> Option<Command>;
 
     /// Tables and rows in `database`, counted exactly.
     async fn verify(&self, conn: &Connection, database: &str) -> Result<(i64, i64), JobError>;
@@ -148,7 +153,7 @@ impl Driver for Postgres {
     }
 
     fn check_dump(&self, head: &[u8], tool: &Tool, target_major: u32, force: bool) -> Result<(), String> {
-        use svalbard_core::dumpinfo::{DumpFormat, pg_restore_can_read, sniff_dump};
+        use svalbard_core::dumpinfo::{pg_restore_can_read, sniff_dump};
         match sniff_dump(head) {
             DumpFormat::PgCustom(h) => {
                 pg_restore_can_read(&h, tool.major)?;
@@ -163,7 +168,8 @@ impl Driver for Postgres {
                 }
                 Ok(())
             }
-            DumpFormat::PlainSql => Err("a plain SQL dump cannot be restored by pg_restore".into()),
+            // A plain dump names no tool version; psql reads any.
+            DumpFormat::PlainSql => Ok(()),
             DumpFormat::Unknown(seen) => Err(format!("not a recognised archive: {seen}")),
         }
     }
@@ -234,8 +240,15 @@ impl Driver for Postgres {
         .map(|_| ())
     }
 
-    fn restore(&self, tool: &Tool, conn: &Connection, database: &str) -> Command {
-        pg::restore_command(&tool.path, &Self::on(conn, database))
+    fn restore(&self, tool: &Tool, kind: &DumpFormat, conn: &Connection, database: &str) -> Command {
+        match kind {
+            DumpFormat::PlainSql => pg::sql_restore_command(&Self::on(conn, database)),
+            _ => pg::restore_command(&tool.path, &Self::on(conn, database)),
+        }
+    }
+
+    fn check_whole(&self, tool: &Tool, kind: &DumpFormat) -> Option<Command> {
+        matches!(kind, DumpFormat::PgCustom(_)).then(|| pg::list_command(&tool.path))
     }
 
     async fn verify(&self, conn: &Connection, database: &str) -> Result<(i64, i64), JobError> {
@@ -336,8 +349,12 @@ impl Driver for Unsupported {
         Err(self.refuse())
     }
 
-    fn restore(&self, _: &Tool, _: &Connection, _: &str) -> Command {
+    fn restore(&self, _: &Tool, _: &DumpFormat, _: &Connection, _: &str) -> Command {
         Command::new("false")
+    }
+
+    fn check_whole(&self, _: &Tool, _: &DumpFormat) -> Option<Command> {
+        None
     }
 
     async fn verify(&self, _: &Connection, _: &str) -> Result<(i64, i64), JobError> {

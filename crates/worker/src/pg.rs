@@ -224,6 +224,35 @@ pub fn restore_command(bin: &Path, conn: &ConnParams) -> Command {
     cmd
 }
 
+/// `pg_restore --list` reading a custom-format dump from stdin: reads the whole archive's table
+/// of contents, so a damaged archive fails here, before any target is touched.
+pub fn list_command(bin: &Path) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.arg("--list")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// `psql` loading a plain SQL dump from stdin in one transaction that stops at the first error.
+pub fn sql_restore_command(conn: &ConnParams) -> Command {
+    let mut cmd = Command::new("psql");
+    cmd.args([
+        "--no-psqlrc",
+        "--quiet",
+        "--single-transaction",
+        "--no-password",
+        "-v",
+        "ON_ERROR_STOP=1",
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    apply_conn(&mut cmd, conn);
+    cmd.stdin(Stdio::piped());
+    cmd
+}
+
 /// The newest installed `pg_restore` (it reads the most archive versions): path, major, version.
 pub fn find_pg_restore(roots: &[String]) -> anyhow::Result<(PathBuf, u32, String)> {
     let mut best: Option<(u32, PathBuf, String)> = None;

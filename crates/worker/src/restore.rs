@@ -2,7 +2,6 @@
 //! restore it, and only then touch the target — atomically, so a failed restore leaves it as it
 //! was. Finally count what the target holds.
 
-use std::io::Read as _;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -11,6 +10,7 @@ use sqlx::PgPool;
 use svalbard_core::archive::{FORMAT_VERSION, read_header};
 use svalbard_core::config::WorkerConfig;
 use svalbard_core::crypto::KeyRing;
+use svalbard_core::dumpinfo::{Container, Detected, decompress_prefix};
 use svalbard_core::ids::RestoreId;
 use svalbard_core::jobs::Abandoned;
 use svalbard_core::repo::{backups, planets, restores};
@@ -64,7 +64,17 @@ impl Handler for RestoreJob {
     }
 
     async fn give_up(&self, pool: &PgPool, job: &Abandoned, error: &str, _permanent: bool) -> anyhow::Result<()> {
-        restores::finish(pool, RestoreId(job.subject_id), RestoreStatus::Failed, error).await?;
+        let id = RestoreId(job.subject_id);
+        restores::finish(pool, id, RestoreStatus::Failed, error).await?;
+        // An upload that cannot be restored is not kept; the client has the file.
+        if let Ok(row) = restores::for_job(pool, job.tenant_id, id).await
+            && let Some(key) = row.source_upload_key
+        {
+            let s = &self.storage;
+            if let Err(e) = s.client.delete_object().bucket(&s.bucket).key(&key).send().await {
+                tracing::warn!(error = %describe(&e), "could not remove a failed restore's upload");
+            }
+        }
         Ok(())
     }
 }
@@ -83,55 +93,76 @@ impl From<JobError> for Refusal {
 impl RestoreJob {
     async fn restore(&self, ctx: &JobContext, row: &restores::Row, cancel: &CancellationToken) -> Result<(), Refusal> {
         let report = |phase: &'static str| restores::report(&ctx.pool, row.id, ctx.job.id, &ctx.worker_id, 0, phase);
-        let backup_id = row
-            .source_backup_id
-            .ok_or_else(|| JobError::Permanent("restores from uploads are not supported by this worker".into()))?;
-        let backup = backups::for_job(&ctx.pool, row.tenant_id, backup_id)
-            .await
-            .map_err(transient)?;
-        let key = backup
-            .object_key
-            .clone()
-            .ok_or_else(|| JobError::Permanent("the backup has no archive".into()))?;
-        let expected = backup.checksum.clone().unwrap_or_default();
+        // The source: a stored backup (with the checksum the catalog recorded) or an upload.
+        let (key, expected, engine) = match (row.source_backup_id, &row.source_upload_key) {
+            (Some(b), _) => {
+                let backup = backups::for_job(&ctx.pool, row.tenant_id, b).await.map_err(transient)?;
+                let key = backup
+                    .object_key
+                    .clone()
+                    .ok_or_else(|| JobError::Permanent("the backup has no archive".into()))?;
+                (key, backup.checksum.clone(), backup.engine)
+            }
+            (None, Some(key)) => {
+                let engine: String = sqlx::query_scalar("SELECT engine FROM planets WHERE id = $1")
+                    .bind(row.planet_id)
+                    .fetch_one(&ctx.pool)
+                    .await
+                    .map_err(transient)?;
+                (key.clone(), None, engine)
+            }
+            (None, None) => return Err(JobError::Permanent("the restore has no source".into()).into()),
+        };
         let (_, conn) =
             planets::get_with_connection(&ctx.pool, &self.keys, row.tenant_id, row.project_id, row.planet_id)
                 .await
                 .map_err(|e| JobError::Permanent(format!("the target planet cannot be read: {e}")))?;
         let driver: Box<dyn Driver> = engine::driver(
-            backup
-                .engine
+            engine
                 .parse()
                 .map_err(|_| JobError::Permanent("unknown engine".into()))?,
             &self.config.pg_bin_roots,
         );
+        let tool: Tool = driver.restore_tool()?;
 
-        // 1. Integrity: the whole archive must hash to what the catalog recorded.
+        // 1. Integrity, before the target is touched: a stored archive must hash to what the
+        //    catalog recorded; an upload must decompress in full (frame checksums) and, for
+        //    formats that have one, pass the tool's own full read.
         let (head, actual) = self.hash_archive(&key, cancel).await?;
-        if format!("sha256:{actual}") != expected {
+        if let Some(expected) = &expected
+            && format!("sha256:{actual}") != *expected
+        {
             return Err(JobError::Permanent(format!(
                 "the archive is corrupted or was modified: its SHA-256 is {actual}, the backup recorded {expected}; \
                  the target was not touched"
             ))
             .into());
         }
-
-        // 2. Versions: of the archive format, of the dump against our tool and the target server.
-        let skip = match read_header(&head) {
-            Ok(Some((header, skip))) => {
-                if header.format_version > FORMAT_VERSION {
-                    return Err(Refusal::Incompatible(format!(
-                        "archive format {} is newer than this worker understands ({FORMAT_VERSION})",
-                        header.format_version
-                    )));
-                }
-                skip
-            }
-            Ok(None) => 0,
-            Err(e) => return Err(Refusal::Incompatible(e.to_string())),
+        let detected = match detect(&head) {
+            Ok(d) => d,
+            Err(ArchiveErrorOr::Incompatible(m)) => return Err(Refusal::Incompatible(m)),
+            Err(ArchiveErrorOr::Invalid(m)) => return Err(JobError::Permanent(m).into()),
         };
-        let dump_head = decompress_prefix(&head[skip..]);
-        let tool: Tool = driver.restore_tool()?;
+        if expected.is_none() {
+            let _ = report("checking").await;
+            self.feed(
+                &key,
+                &detected.container,
+                driver.check_whole(&tool, &detected.dump),
+                true,
+                cancel,
+            )
+            .await
+            .map_err(|e| match e {
+                JobError::Permanent(m) => JobError::Permanent(format!(
+                    "the archive is corrupted or truncated ({m}); the target was not touched"
+                )),
+                other => other,
+            })?;
+        }
+
+        // 2. Versions: the dump against this worker's tool and the target server.
+        let dump_head = decompress_prefix(&detected.container, &head[detected.skip.min(head.len())..]);
         let (target_major, _) = driver.server_version(&conn).await?;
         driver
             .check_dump(&dump_head, &tool, target_major, row.force)
@@ -166,7 +197,15 @@ impl RestoreJob {
             }
         };
         let _ = report("restoring").await;
-        let loaded = self.load(&key, &*driver, &tool, &conn, &into, cancel).await;
+        let loaded = self
+            .feed(
+                &key,
+                &detected.container,
+                Some(driver.restore(&tool, &detected.dump, &conn, &into)),
+                false,
+                cancel,
+            )
+            .await;
         if let Err(e) = loaded {
             if into != database || existing.is_none() {
                 let _ = driver.drop_database(&conn, &into).await;
@@ -187,6 +226,17 @@ impl RestoreJob {
             .map_err(transient)?
         {
             return Err(JobError::Transient("the job was taken over before it committed".into()).into());
+        }
+        if expected.is_none() {
+            // The upload has served its purpose.
+            let _ = self
+                .storage
+                .client
+                .delete_object()
+                .bucket(&self.storage.bucket)
+                .key(&key)
+                .send()
+                .await;
         }
         tracing::info!(tables, rows, "restore succeeded");
         Ok(())
@@ -233,46 +283,49 @@ impl RestoreJob {
         Ok((head, hex::encode(hasher.finalize())))
     }
 
-    /// Streams the archive, decompressed, into the restore tool; fails unless the tool exits 0.
-    async fn load(
+    /// Streams the archive, decompressed, into `consumer`'s stdin (or nowhere, to check that it
+    /// decompresses); fails unless everything was read and the consumer exits 0.
+    async fn feed(
         &self,
         key: &str,
-        driver: &dyn Driver,
-        tool: &Tool,
-        conn: &svalbard_core::repo::planets::Connection,
-        database: &str,
+        container: &Container,
+        consumer: Option<tokio::process::Command>,
+        checking: bool,
         cancel: &CancellationToken,
     ) -> Result<(), JobError> {
         let body = self.open(key).await?.into_async_read();
-        let mut child = driver
-            .restore(tool, conn, database)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| JobError::Permanent(format!("cannot start {}: {e}", tool.path.display())))?;
-        let mut stdin = child
-            .stdin
-            .take()
-            .ok_or_else(|| transient("the restore tool has no stdin"))?;
-        let mut stderr = child
-            .stderr
-            .take()
-            .ok_or_else(|| transient("the restore tool has no stderr"))?;
-        let errors = tokio::spawn(async move {
-            let mut text = String::new();
-            let _ = (&mut stderr).take(16 * 1024).read_to_string(&mut text).await;
-            text
+        let mut child = match consumer {
+            Some(mut cmd) => Some(
+                cmd.kill_on_drop(true)
+                    .spawn()
+                    .map_err(|e| JobError::Permanent(format!("cannot start the restore tool: {e}")))?,
+            ),
+            None => None,
+        };
+        let mut stdin = child.as_mut().and_then(|c| c.stdin.take());
+        let errors = child.as_mut().and_then(|c| c.stderr.take()).map(|mut stderr| {
+            tokio::spawn(async move {
+                let mut text = String::new();
+                let _ = (&mut stderr).take(16 * 1024).read_to_string(&mut text).await;
+                text
+            })
         });
-        // zstd decodes on a blocking thread; skippable frames (the Svalbard header) are skipped.
+        // Decompression runs on a blocking thread; zstd skips the Svalbard header frame itself.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
+        let container = container.clone();
         let decoder = tokio::task::spawn_blocking(move || {
             let reader = tokio_util::io::SyncIoBridge::new(body);
-            let mut dec = match zstd::stream::read::Decoder::new(reader) {
-                Ok(d) => d,
-                Err(e) => return tx.blocking_send(Err(e)).map_err(|_| ()),
+            let mut input: Box<dyn std::io::Read> = match container {
+                Container::Svalbard(_) | Container::Zstd => match zstd::stream::read::Decoder::new(reader) {
+                    Ok(d) => Box::new(d),
+                    Err(e) => return tx.blocking_send(Err(e)).map_err(|_| ()),
+                },
+                Container::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
+                Container::Raw => Box::new(reader),
             };
             let mut buf = vec![0u8; 256 * 1024];
             loop {
-                match dec.read(&mut buf) {
+                match input.read(&mut buf) {
                     Ok(0) => return Ok(()),
                     Ok(n) => tx.blocking_send(Ok(buf[..n].to_vec())).map_err(|_| ())?,
                     Err(e) => return tx.blocking_send(Err(e)).map_err(|_| ()),
@@ -288,9 +341,17 @@ impl RestoreJob {
             match chunk {
                 None => break,
                 Some(Ok(bytes)) => {
-                    if let Err(e) = stdin.write_all(&bytes).await {
-                        fed = Err(JobError::Permanent(format!("the restore tool stopped reading: {e}")));
-                        break;
+                    if let Some(input) = stdin.as_mut()
+                        && let Err(e) = input.write_all(&bytes).await
+                    {
+                        if checking && e.kind() == std::io::ErrorKind::BrokenPipe {
+                            // A checker may stop reading once it has seen what it needs (the
+                            // table of contents); the rest is still decompressed, to check it.
+                            stdin = None;
+                        } else {
+                            fed = Err(JobError::Permanent(format!("the restore tool stopped reading: {e}")));
+                            break;
+                        }
                     }
                 }
                 Some(Err(e)) => {
@@ -300,34 +361,49 @@ impl RestoreJob {
             }
         }
         drop(rx);
+        drop(stdin);
+        let _ = decoder.await;
+        let Some(mut child) = child else { return fed };
         if fed.is_err() {
             // Killing the tool before it commits rolls its single transaction back.
             let _ = child.start_kill();
         }
-        drop(stdin);
         let status = child.wait().await.map_err(transient)?;
-        let _ = decoder.await;
-        let stderr = errors.await.unwrap_or_default();
-        fed?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(JobError::Permanent(format!(
-                "{} failed ({status}); the target was rolled back: {}",
-                tool.path
-                    .file_name()
-                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        let stderr = match errors {
+            Some(t) => t.await.unwrap_or_default(),
+            None => String::new(),
+        };
+        match (fed, status.success()) {
+            (Err(JobError::Permanent(m)), _) if !stderr.trim().is_empty() => {
+                Err(JobError::Permanent(format!("{m}: {}", stderr.trim())))
+            }
+            (Err(e), _) => Err(e),
+            (Ok(()), true) => Ok(()),
+            (Ok(()), false) => Err(JobError::Permanent(format!(
+                "the restore tool failed ({status}); nothing was committed: {}",
                 stderr.trim()
-            )))
+            ))),
         }
     }
 }
 
-/// Up to 64 KiB of what `compressed` (the start of a zstd stream) decompresses to.
-fn decompress_prefix(compressed: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    if let Ok(dec) = zstd::stream::read::Decoder::new(compressed) {
-        let _ = dec.take(64 * 1024).read_to_end(&mut out);
+/// Why a file cannot be restored: another version is needed, or it is not an archive at all.
+enum ArchiveErrorOr {
+    Incompatible(String),
+    Invalid(String),
+}
+
+fn detect(head: &[u8]) -> Result<Detected, ArchiveErrorOr> {
+    use svalbard_core::archive::ArchiveError;
+    match read_header(head) {
+        Ok(Some((header, _))) if header.format_version > FORMAT_VERSION => {
+            return Err(ArchiveErrorOr::Incompatible(format!(
+                "archive format {} is newer than this worker understands ({FORMAT_VERSION}); restore it with a newer Svalbard",
+                header.format_version
+            )));
+        }
+        Err(e @ ArchiveError::UnsupportedVersion { .. }) => return Err(ArchiveErrorOr::Incompatible(e.to_string())),
+        _ => {}
     }
-    out
+    svalbard_core::dumpinfo::detect(head).map_err(ArchiveErrorOr::Invalid)
 }

@@ -6,3 +6,4 @@ mod backups;
 mod harness;
 mod restores;
 mod storage;
+mod uploads;

@@ -115,6 +115,17 @@ pub async fn ensure_idle(conn: &mut PgConnection, planet: PlanetId) -> Result<()
 /// Inserts the restore and its job in one transaction. The target planet must be of the
 /// tenant and, when restoring a backup, of the backup's engine.
 pub async fn create(pool: &PgPool, tenant: TenantId, project: ProjectId, new: NewRestore) -> Result<Restore> {
+    create_with_id(pool, tenant, project, RestoreId::new(), new).await
+}
+
+/// As [`create`], with an id chosen in advance (an upload is stored under it first).
+pub async fn create_with_id(
+    pool: &PgPool,
+    tenant: TenantId,
+    project: ProjectId,
+    id: RestoreId,
+    new: NewRestore,
+) -> Result<Restore> {
     let mut tx = pool.begin().await?;
     let (target_project, engine, database): (ProjectId, String, String) = sqlx::query_as(
         "SELECT project_id, engine, database_name FROM planets WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
@@ -146,7 +157,6 @@ pub async fn create(pool: &PgPool, tenant: TenantId, project: ProjectId, new: Ne
         }
     }
     ensure_idle(&mut tx, new.target_planet).await?;
-    let id = RestoreId::new();
     let (key, name, size) = new
         .upload
         .clone()
