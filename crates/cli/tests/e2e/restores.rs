@@ -274,5 +274,16 @@ async fn restores_are_isolated_between_tenants() {
         .get(&format!("{}/{planet}/restores", env.planets()), &stranger)
         .await
         .problem(404);
+    let dump = b"-- PostgreSQL database dump\nSELECT 1;\n".to_vec();
+    env.upload(&planet, &stranger, "archive", "a.sql", dump.clone(), None)
+        .await
+        .problem(404);
+    // Roles: a viewer restores nothing, but reads.
+    let viewer = env.app.token(&env.tenant, Role::Viewer);
+    env.restore(&backup, &viewer, json!({})).await.problem(403);
+    env.upload(&planet, &viewer, "archive", "a.sql", dump, None)
+        .await
+        .problem(403);
+    assert_eq!(env.app.get(&location, &viewer).await.status, 200);
     source::drop(&src).await.unwrap();
 }

@@ -36,7 +36,7 @@ impl Env {
         format!("{}/{planet}/restores", self.planets())
     }
 
-    async fn upload(
+    pub(crate) async fn upload(
         &self,
         planet: &str,
         token: &str,
