@@ -298,3 +298,33 @@ async fn a_hundred_backups_with_two_workers_each_run_exactly_once() {
     }
     source::drop(&src).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_that_gave_up_is_started_again_by_another_delete() {
+    let env = Env::new().await;
+    let src = source::create("redel", &source::sample_schema(10)).await.unwrap();
+    let planet = env.planet("db", &src, "postgres", None).await;
+    let (stop, worker) = env.worker();
+    let id = env.start_backup(&planet).await["id"].as_str().unwrap().to_owned();
+    let b = env.wait_status(&id, "succeeded", MINUTE).await;
+    stop.cancel();
+    worker.await.unwrap();
+    assert_eq!(
+        env.app.delete(&env.backup_path(&id), &env.token).await.json()["status"],
+        "deleting"
+    );
+    // The delete job ran out of attempts (storage was gone for hours, say).
+    sqlx::query("UPDATE jobs SET state = 'failed' WHERE subject_id = $1::uuid AND kind = 'delete-backup'")
+        .bind(&id)
+        .execute(&env.app.pool)
+        .await
+        .unwrap();
+    assert_eq!(env.app.delete(&env.backup_path(&id), &env.token).await.status, 202);
+    let (stop, worker) = env.worker();
+    env.wait_status(&id, "deleted", MINUTE).await;
+    stop.cancel();
+    worker.await.unwrap();
+    let (keys, uploads) = env.leftovers(&b).await;
+    assert!(keys.is_empty() && uploads.is_empty());
+    source::drop(&src).await.unwrap();
+}

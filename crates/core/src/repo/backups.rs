@@ -321,7 +321,30 @@ pub async fn request_delete(
     .ok_or(Error::NotFound("backup"))?;
     let status: BackupStatus = status.parse().map_err(|_| corrupt("status"))?;
     match status {
-        BackupStatus::Deleting | BackupStatus::Deleted => {}
+        BackupStatus::Deleted => {}
+        // A deletion whose job gave up is started again; one under way is left alone.
+        BackupStatus::Deleting => {
+            let pending: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM jobs WHERE subject_id = $1 AND kind = $2 AND state IN ('queued', 'running'))",
+            )
+            .bind(id.0)
+            .bind(DELETE_JOB)
+            .fetch_one(&mut *tx)
+            .await?;
+            if !pending {
+                jobs::enqueue(
+                    &mut tx,
+                    &NewJob {
+                        tenant,
+                        kind: DELETE_JOB,
+                        subject: id.0,
+                        payload: serde_json::json!({}),
+                        max_attempts: 100,
+                    },
+                )
+                .await?;
+            }
+        }
         BackupStatus::Scheduled
         | BackupStatus::Running
         | BackupStatus::Succeeded
