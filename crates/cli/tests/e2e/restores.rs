@@ -260,6 +260,22 @@ async fn restores_are_isolated_between_tenants() {
     env.restore(&backup, &env.token, json!({ "targetPlanetId": other_planet }))
         .await
         .problem(404);
+    // A planet of another engine cannot take a PostgreSQL dump.
+    let mysql = env
+        .app
+        .post(
+            &env.planets(),
+            &env.token,
+            json!({ "name": "maria", "engine": "mysql", "connection": { "host": "127.0.0.1", "database": "d", "user": "root" } }),
+        )
+        .await
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    env.restore(&backup, &env.token, json!({ "targetPlanetId": mysql }))
+        .await
+        .names_field("targetPlanetId");
     let r = env.restore(&backup, &env.token, json!({ "targetDatabase": "" })).await;
     r.names_field("targetDatabase");
     let r = env.restore(&backup, &env.token, json!({})).await;
