@@ -19,14 +19,21 @@ use svalbard_core::repo::tenants;
 
 const LOCAL_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 
-pub async fn run(file: Option<&Path>, data_dir: &Path) -> anyhow::Result<()> {
+pub async fn run(file: Option<&Path>, data_dir: &Path, private: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let secrets = ensure_secrets(data_dir)?;
     let mut figment = Config::figment(file).join(Toml::file(&secrets));
+    // Stops the private cluster, if one was started, when `dev` ends.
+    let mut cluster: Option<Box<dyn FnOnce()>> = None;
     if figment.find_value("database_url").is_err() {
-        let url = match local_server().await {
+        let local = if private { None } else { local_server().await };
+        let url = match local {
             Some(url) => url,
-            None => private_cluster(&data_dir.join("postgres"))?,
+            None => {
+                let (url, stop) = private_cluster(&data_dir.join("postgres"))?;
+                cluster = Some(stop);
+                url
+            }
         };
         figment = figment.merge(Serialized::default("database_url", url));
     }
@@ -80,6 +87,9 @@ pub async fn run(file: Option<&Path>, data_dir: &Path) -> anyhow::Result<()> {
     let served = crate::serve(config, pool, stop.clone()).await;
     stop.cancel();
     worker_task.await??;
+    if let Some(stop) = cluster {
+        stop();
+    }
     served
 }
 
@@ -133,7 +143,7 @@ async fn local_server() -> Option<String> {
 
 /// Starts (initialising once) a cluster in `dir` on a free port, as an unprivileged user when
 /// running as root, since PostgreSQL refuses to run as root.
-fn private_cluster(dir: &Path) -> anyhow::Result<String> {
+fn private_cluster(dir: &Path) -> anyhow::Result<(String, Box<dyn FnOnce()>)> {
     let bin = find_server_bin().context(
         "no PostgreSQL answers on 127.0.0.1:5432 and no server binaries were found under /usr/lib/postgresql; \
          install postgresql or set DATABASE_URL",
@@ -145,7 +155,7 @@ fn private_cluster(dir: &Path) -> anyhow::Result<String> {
         .output()
         .map(|o| o.stdout.starts_with(b"0"))
         .unwrap_or(false);
-    let run = |program: PathBuf, args: &[&str]| -> anyhow::Result<()> {
+    let run = move |program: PathBuf, args: &[&str]| -> anyhow::Result<()> {
         let mut cmd = if as_root {
             let mut c = Command::new("runuser");
             c.args(["-u", "postgres", "--"]).arg(&program);
@@ -192,7 +202,10 @@ fn private_cluster(dir: &Path) -> anyhow::Result<String> {
         "started a private PostgreSQL cluster in {} on port {port}",
         dir.display()
     );
-    Ok(format!("postgres://postgres@127.0.0.1:{port}/postgres"))
+    let stop = move || {
+        let _ = run(bin.join("pg_ctl"), &["-D", &data_s, "-m", "fast", "stop"]);
+    };
+    Ok((format!("postgres://postgres@127.0.0.1:{port}/postgres"), Box::new(stop)))
 }
 
 fn find_server_bin() -> Option<PathBuf> {

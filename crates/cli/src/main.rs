@@ -33,6 +33,9 @@ enum Command {
         /// Folder for generated secrets and a private database cluster.
         #[arg(long, default_value = ".svalbard/dev")]
         data_dir: PathBuf,
+        /// Start a private PostgreSQL cluster in the data folder even when a local server answers.
+        #[arg(long)]
+        private_cluster: bool,
     },
     /// Serve the HTTP API.
     Serve,
@@ -189,7 +192,10 @@ async fn main() -> anyhow::Result<()> {
             handle.stop(true).await;
             result
         }
-        Command::Dev { data_dir } => dev::run(cli.config.as_deref(), &data_dir).await,
+        Command::Dev {
+            data_dir,
+            private_cluster,
+        } => dev::run(cli.config.as_deref(), &data_dir, private_cluster).await,
     }
 }
 
