@@ -349,7 +349,7 @@ fn looks_like_sql(bytes: &[u8]) -> bool {
     if text.is_empty() || !is_texty(text) {
         return false;
     }
-    if text.starts_with("--") || text.starts_with("/*!") {
+    if text.starts_with("--") || text.starts_with("/*!") || text.starts_with("/*M!") {
         return true;
     }
     SQL_STARTS.iter().any(|kw| {
@@ -524,6 +524,17 @@ mod tests {
         assert!(
             err.contains(&format!("restoring needs pg_restore {tool_major} or later")),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn mariadb_dumps_are_sql() {
+        // Recent mariadb-dump opens with a sandbox-mode comment before its header.
+        let dump = b"/*M!999999\\- enable the sandbox mode */ \n-- MariaDB dump 10.19  Distrib 10.11.19-MariaDB\n";
+        assert_eq!(sniff_dump(dump), DumpFormat::PlainSql);
+        assert_eq!(
+            sniff_dump(b"-- MySQL dump 10.13  Distrib 8.0.36\n"),
+            DumpFormat::PlainSql
         );
     }
 

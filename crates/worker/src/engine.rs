@@ -64,6 +64,12 @@ pub trait Driver: Send + Sync {
 
     /// Tables and rows in `database`, counted exactly.
     async fn verify(&self, conn: &Connection, database: &str) -> Result<(i64, i64), JobError>;
+
+    /// Whether a database can be renamed, so `replace` can restore beside the target and swap.
+    /// Without it, `replace` drops and recreates the target before loading.
+    fn can_rename(&self) -> bool {
+        true
+    }
 }
 
 /// A client tool and its version.
@@ -81,7 +87,7 @@ pub fn driver(engine: Engine, pg_roots: &[String]) -> Box<dyn Driver> {
         Engine::Postgresql => Box::new(Postgres {
             roots: pg_roots.to_vec(),
         }),
-        Engine::Mysql => Box::new(Unsupported(engine)),
+        Engine::Mysql => Box::new(Mysql),
     }
 }
 
@@ -294,76 +300,202 @@ impl Postgres {
     }
 }
 
-/// An engine this worker cannot back up.
-struct Unsupported(Engine);
+/// MySQL and MariaDB.
+pub struct Mysql;
 
-#[async_trait]
-impl Driver for Unsupported {
-    async fn probe(&self, _: &Connection) -> Result<Probe, JobError> {
-        Err(JobError::Permanent(format!(
-            "backups of {} planets are not supported by this worker",
-            self.0
-        )))
+impl Mysql {
+    fn on(conn: &Connection, database: &str) -> crate::mysql::ConnParams {
+        crate::mysql::ConnParams {
+            host: conn.host.clone(),
+            port: conn.port,
+            database: database.to_owned(),
+            user: conn.user.clone(),
+            password: conn.password.as_ref().map(|p| p.expose_secret().to_owned().into()),
+            sslmode: conn.sslmode.as_str().to_owned(),
+        }
     }
 
-    fn dump(&self, _: &Probe, _: &Connection) -> Command {
-        Command::new("false")
+    async fn run(&self, conn: &Connection, database: Option<&str>, sql: &str) -> Result<String, JobError> {
+        crate::mysql::query(&Self::on(conn, database.unwrap_or_default()), database, sql)
+            .await
+            .map_err(|e| {
+                let m = format!("{e:#}");
+                let m = if m.contains("Access denied") {
+                    format!("authentication failed: {m}")
+                } else {
+                    m
+                };
+                if self.is_permanent(&m) {
+                    JobError::Permanent(m)
+                } else {
+                    JobError::Transient(m)
+                }
+            })
+    }
+
+    /// `major * 100 + minor`, so 10.11 compares below 11.4.
+    fn rank(version: &str) -> Option<u32> {
+        crate::mysql::major_minor(version).map(|(a, b)| a * 100 + b)
+    }
+}
+
+const MYSQL_PERMANENT: &[&str] = &[
+    "Access denied",
+    "Unknown database",
+    "is not allowed to connect",
+    "authentication failed",
+    "is not installed",
+];
+
+#[async_trait]
+impl Driver for Mysql {
+    async fn probe(&self, conn: &Connection) -> Result<Probe, JobError> {
+        let (_, engine_version) = self.server_version(conn).await?;
+        let tool = crate::mysql::dump_tool().map_err(|e| JobError::Permanent(format!("{e:#}")))?;
+        let tool_version = crate::mysql::tool_version(&tool).map_err(|e| JobError::Permanent(format!("{e:#}")))?;
+        Ok(Probe {
+            engine_version,
+            tool_version,
+            dump_tool: tool,
+        })
+    }
+
+    fn dump(&self, probe: &Probe, conn: &Connection) -> Command {
+        crate::mysql::dump_command(&probe.dump_tool, &Self::on(conn, &conn.database))
     }
 
     fn dump_tool(&self) -> &'static str {
-        "dump"
+        "mariadb-dump"
     }
 
-    fn is_permanent(&self, _: &str) -> bool {
-        true
+    fn is_permanent(&self, message: &str) -> bool {
+        MYSQL_PERMANENT.iter().any(|p| message.contains(p))
     }
 
     fn restore_tool(&self) -> Result<Tool, JobError> {
-        Err(self.refuse())
+        let path = crate::mysql::client_tool().map_err(|e| JobError::Permanent(format!("{e:#}")))?;
+        let version = crate::mysql::tool_version(&path).unwrap_or_default();
+        Ok(Tool {
+            major: Self::rank(&version).unwrap_or(0),
+            path,
+            version,
+        })
     }
 
-    fn check_dump(&self, _: &[u8], _: &Tool, _: u32, _: bool) -> Result<(), String> {
-        Err(format!(
-            "restores of {} planets are not supported by this worker",
-            self.0
-        ))
+    fn check_dump(&self, head: &[u8], _tool: &Tool, target: u32, force: bool) -> Result<(), String> {
+        use svalbard_core::dumpinfo::sniff_dump;
+        match sniff_dump(head) {
+            DumpFormat::PlainSql => {
+                if let Some(from) = crate::mysql::dumped_from(head)
+                    && let Some(rank) = Self::rank(&from)
+                    && rank > target
+                    && !force
+                {
+                    return Err(format!(
+                        "dumped from server {from}; the target server runs {}.{}; restore into a server of version {}.{} \
+                         or later, or set options.force to try anyway",
+                        target / 100,
+                        target % 100,
+                        rank / 100,
+                        rank % 100
+                    ));
+                }
+                Ok(())
+            }
+            DumpFormat::PgCustom(_) => {
+                Err("a PostgreSQL custom-format dump cannot be restored into a MySQL planet".into())
+            }
+            DumpFormat::Unknown(seen) => Err(format!("not a recognised archive: {seen}")),
+        }
     }
 
-    async fn server_version(&self, _: &Connection) -> Result<(u32, String), JobError> {
-        Err(self.refuse())
+    async fn server_version(&self, conn: &Connection) -> Result<(u32, String), JobError> {
+        let v = self.run(conn, None, "SELECT VERSION()").await?;
+        Ok((Self::rank(&v).unwrap_or(0), v))
     }
 
-    async fn inspect(&self, _: &Connection, _: &str) -> Result<Option<i64>, JobError> {
-        Err(self.refuse())
+    async fn inspect(&self, conn: &Connection, database: &str) -> Result<Option<i64>, JobError> {
+        let lit = crate::mysql::quote_literal(database);
+        let exists = self
+            .run(
+                conn,
+                None,
+                &format!("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {lit}"),
+            )
+            .await?;
+        if exists.trim() == "0" {
+            return Ok(None);
+        }
+        let objects = self
+            .run(
+                conn,
+                None,
+                &format!(
+                    "SELECT (SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {lit})
+                          + (SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {lit})"
+                ),
+            )
+            .await?;
+        Ok(Some(objects.trim().parse().unwrap_or(0)))
     }
 
-    async fn create_database(&self, _: &Connection, _: &str) -> Result<(), JobError> {
-        Err(self.refuse())
+    async fn create_database(&self, conn: &Connection, database: &str) -> Result<(), JobError> {
+        let q = crate::mysql::quote_ident(database);
+        self.run(conn, None, &format!("CREATE DATABASE {q} CHARACTER SET utf8mb4"))
+            .await
+            .map(|_| ())
     }
 
-    async fn drop_database(&self, _: &Connection, _: &str) -> Result<(), JobError> {
-        Err(self.refuse())
+    async fn drop_database(&self, conn: &Connection, database: &str) -> Result<(), JobError> {
+        let q = crate::mysql::quote_ident(database);
+        self.run(conn, None, &format!("DROP DATABASE IF EXISTS {q}"))
+            .await
+            .map(|_| ())
     }
 
-    async fn rename_database(&self, _: &Connection, _: &str, _: &str) -> Result<(), JobError> {
-        Err(self.refuse())
+    async fn rename_database(&self, _: &Connection, from: &str, to: &str) -> Result<(), JobError> {
+        Err(JobError::Permanent(format!(
+            "MySQL cannot rename database {from} to {to}"
+        )))
     }
 
-    fn restore(&self, _: &Tool, _: &DumpFormat, _: &Connection, _: &str) -> Command {
-        Command::new("false")
+    fn can_rename(&self) -> bool {
+        false
+    }
+
+    fn restore(&self, tool: &Tool, _kind: &DumpFormat, conn: &Connection, database: &str) -> Command {
+        crate::mysql::restore_command(&tool.path, &Self::on(conn, database))
     }
 
     fn check_whole(&self, _: &Tool, _: &DumpFormat) -> Option<Command> {
         None
     }
 
-    async fn verify(&self, _: &Connection, _: &str) -> Result<(i64, i64), JobError> {
-        Err(self.refuse())
-    }
-}
-
-impl Unsupported {
-    fn refuse(&self) -> JobError {
-        JobError::Permanent(format!("{} planets are not supported by this worker", self.0))
+    async fn verify(&self, conn: &Connection, database: &str) -> Result<(i64, i64), JobError> {
+        let lit = crate::mysql::quote_literal(database);
+        let tables = self
+            .run(
+                conn,
+                None,
+                &format!(
+                    "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = {lit} AND TABLE_TYPE = 'BASE TABLE'"
+                ),
+            )
+            .await?;
+        let names: Vec<&str> = tables.lines().map(str::trim).filter(|t| !t.is_empty()).collect();
+        if names.is_empty() {
+            return Ok((0, 0));
+        }
+        let db = crate::mysql::quote_ident(database);
+        let sum = names
+            .iter()
+            .map(|t| format!("(SELECT COUNT(*) FROM {db}.{})", crate::mysql::quote_ident(t)))
+            .collect::<Vec<_>>()
+            .join(" + ");
+        let rows = self.run(conn, None, &format!("SELECT {sum}")).await?;
+        Ok((
+            i64::try_from(names.len()).unwrap_or(i64::MAX),
+            rows.trim().parse().unwrap_or(0),
+        ))
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod backup;
 pub mod engine;
+pub mod mysql;
 pub mod pg;
 pub mod pipeline;
 pub mod process;

@@ -185,6 +185,12 @@ impl RestoreJob {
                 driver.create_database(&conn, &database).await?;
                 database.clone()
             }
+            (Some(_), true) if !driver.can_rename() => {
+                // No atomic swap on this engine: the target is dropped and recreated.
+                driver.drop_database(&conn, &database).await?;
+                driver.create_database(&conn, &database).await?;
+                database.clone()
+            }
             (Some(_), true) => {
                 let scratch = format!(
                     "{}_svb_{}",

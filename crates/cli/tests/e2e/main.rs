@@ -4,6 +4,7 @@
 
 mod backups;
 mod harness;
+mod mysql;
 mod restores;
 mod storage;
 mod uploads;

@@ -1,0 +1,243 @@
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use svalbard_core::auth::Role;
+
+use crate::harness::Env;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn mariadb(database: Option<&str>, sql: &str) -> String {
+    let mut cmd = std::process::Command::new("mariadb");
+    cmd.args([
+        "--no-defaults",
+        "-h",
+        "127.0.0.1",
+        "-P",
+        "3306",
+        "-u",
+        "root",
+        "--batch",
+        "--skip-column-names",
+    ]);
+    if let Some(db) = database {
+        cmd.arg(format!("--database={db}"));
+    }
+    let out = cmd
+        .arg("-e")
+        .arg(sql)
+        .output()
+        .expect("the mariadb client is needed for these tests");
+    assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn fresh(hint: &str) -> String {
+    format!("svalbard_t_{hint}_{}", &uuid::Uuid::now_v7().simple().to_string()[20..])
+}
+
+/// A MariaDB database with rows, a view, a routine and a trigger.
+fn source_db() -> String {
+    let db = fresh("my");
+    mariadb(None, &format!("CREATE DATABASE {db}"));
+    mariadb(
+        Some(&db),
+        "CREATE TABLE customers (id INT PRIMARY KEY, name VARCHAR(100), note BLOB) ENGINE=InnoDB;
+         CREATE TABLE audit (id INT AUTO_INCREMENT PRIMARY KEY, customer INT) ENGINE=InnoDB;
+         INSERT INTO customers SELECT seq, CONCAT('c', seq), UNHEX(MD5(seq)) FROM seq_1_to_5000;
+         CREATE VIEW named AS SELECT id, name FROM customers WHERE id < 10;
+         CREATE PROCEDURE count_customers() SELECT COUNT(*) FROM customers;
+         CREATE TRIGGER remember AFTER INSERT ON customers FOR EACH ROW INSERT INTO audit (customer) VALUES (NEW.id);",
+    );
+    db
+}
+
+fn fingerprint(db: &str) -> Vec<String> {
+    vec![
+        mariadb(
+            Some(db),
+            "SELECT COUNT(*), MD5(GROUP_CONCAT(id, name, HEX(note) ORDER BY id)) FROM customers",
+        ),
+        mariadb(
+            None,
+            &format!("SELECT ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = '{db}'"),
+        ),
+        mariadb(
+            None,
+            &format!("SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = '{db}'"),
+        ),
+        mariadb(
+            None,
+            &format!("SELECT TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = '{db}'"),
+        ),
+    ]
+}
+
+impl Env {
+    async fn mysql_planet(&self, name: &str, db: &str, password: Option<&str>) -> String {
+        let mut connection =
+            json!({ "host": "127.0.0.1", "port": 3306, "database": db, "user": "root", "sslmode": "disable" });
+        if let Some(p) = password {
+            connection["password"] = json!(p);
+        }
+        let r = self
+            .app
+            .post(
+                &self.planets(),
+                &self.token,
+                json!({ "name": name, "engine": "mysql", "connection": connection }),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        r.json()["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn settle(&self, location: &str) -> Value {
+        let started = Instant::now();
+        loop {
+            let r = self.app.get(location, &self.token).await.json();
+            if !matches!(r["status"].as_str(), Some("scheduled" | "running")) {
+                return r;
+            }
+            assert!(started.elapsed() < MINUTE, "{r}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_backup_and_restore_round_trip_with_routines_and_triggers() {
+    let env = Env::new().await;
+    let (stop, worker) = env.worker();
+    let src = source_db();
+    let planet = env.mysql_planet("shop", &src, None).await;
+    let id = env.start_backup(&planet).await["id"].as_str().unwrap().to_owned();
+    let b = env.wait_status(&id, "succeeded", MINUTE).await;
+    assert!(b["engineVersion"].as_str().unwrap().contains("MariaDB"), "{b}");
+    assert!(b["toolVersion"].as_str().unwrap().starts_with("10."), "{b}");
+
+    // Plain zstd of the downloaded archive is the engine's own SQL dump.
+    let link = env
+        .app
+        .get(&format!("{}/archive", env.backup_path(&id)), &env.token)
+        .await
+        .json();
+    let bytes = env
+        .app
+        .client
+        .get(link["downloadUrl"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let sql = zstd::decode_all(&bytes[..]).unwrap();
+    assert!(
+        sql.starts_with(b"-- MariaDB dump") || sql.starts_with(b"/*"),
+        "{}",
+        String::from_utf8_lossy(&sql[..60])
+    );
+
+    let target = fresh("myr");
+    let r = env
+        .app
+        .post(
+            &format!("{}/restores", env.backup_path(&id)),
+            &env.token,
+            json!({ "targetDatabase": target }),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let done = env.settle(&r.header("location").unwrap()).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let expected = fingerprint(&src);
+    let got = fingerprint(&target);
+    assert_eq!(got, expected);
+    assert_eq!(done["verification"]["tables"], 2);
+    assert_eq!(done["verification"]["rows"], 5000);
+
+    // Replace (admin) into a changed target.
+    mariadb(Some(&target), "DELETE FROM customers WHERE id > 10");
+    let admin = env.app.token(&env.tenant, Role::Admin);
+    let r = env
+        .app
+        .post(
+            &format!("{}/restores", env.backup_path(&id)),
+            &admin,
+            json!({ "targetDatabase": target, "replace": true }),
+        )
+        .await;
+    let done = env.settle(&r.header("location").unwrap()).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(fingerprint(&target), expected);
+    // Without replace into a non-empty target: refused, untouched.
+    mariadb(Some(&target), "DELETE FROM customers WHERE id > 100");
+    let before = fingerprint(&target);
+    let r = env
+        .app
+        .post(
+            &format!("{}/restores", env.backup_path(&id)),
+            &env.token,
+            json!({ "targetDatabase": target }),
+        )
+        .await;
+    let done = env.settle(&r.header("location").unwrap()).await;
+    assert_eq!(done["status"], "failed");
+    assert_eq!(fingerprint(&target), before);
+
+    stop.cancel();
+    worker.await.unwrap();
+    mariadb(None, &format!("DROP DATABASE {src}"));
+    mariadb(None, &format!("DROP DATABASE {target}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_wrong_password_and_corrupted_archive_are_refused() {
+    let env = Env::new().await;
+    let (stop, worker) = env.worker();
+    let src = source_db();
+    let locked = env.mysql_planet("locked", &src, Some("not-the-password")).await;
+    let id = env.start_backup(&locked).await["id"].as_str().unwrap().to_owned();
+    let b = env.wait_status(&id, "failed", MINUTE).await;
+    assert!(
+        b["errorMessage"].as_str().unwrap().contains("authentication failed"),
+        "{b}"
+    );
+    let (keys, uploads) = env.leftovers(&b).await;
+    assert!(keys.is_empty() && uploads.is_empty());
+
+    let planet = env.mysql_planet("open", &src, None).await;
+    let id = env.start_backup(&planet).await["id"].as_str().unwrap().to_owned();
+    let b = env.wait_status(&id, "succeeded", MINUTE).await;
+    let (keys, _) = env.leftovers(&b).await;
+    let key = keys.iter().find(|k| k.ends_with(".svb.zst")).unwrap();
+    let s = &env.storage;
+    let obj = s.client.get_object().bucket(&s.bucket).key(key).send().await.unwrap();
+    let mut bytes = obj.body.collect().await.unwrap().into_bytes().to_vec();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    s.put(key, bytes, "application/zstd").await.unwrap();
+    let target = fresh("myc");
+    let r = env
+        .app
+        .post(
+            &format!("{}/restores", env.backup_path(&id)),
+            &env.token,
+            json!({ "targetDatabase": target }),
+        )
+        .await;
+    let done = env.settle(&r.header("location").unwrap()).await;
+    assert_eq!(done["status"], "failed");
+    assert!(done["errorMessage"].as_str().unwrap().contains("corrupted"), "{done}");
+    assert_eq!(
+        mariadb(
+            None,
+            &format!("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '{target}'")
+        ),
+        "0"
+    );
+    stop.cancel();
+    worker.await.unwrap();
+    mariadb(None, &format!("DROP DATABASE {src}"));
+}
