@@ -241,3 +241,80 @@ async fn mariadb_wrong_password_and_corrupted_archive_are_refused() {
     worker.await.unwrap();
     mariadb(None, &format!("DROP DATABASE {src}"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_uploads_restore_and_a_dump_from_a_newer_server_is_incompatible() {
+    let env = Env::new().await;
+    let (stop, worker) = env.worker();
+    let src = source_db();
+    let planet = env.mysql_planet("up", &src, None).await;
+    let out = std::process::Command::new("mariadb-dump")
+        .args([
+            "--no-defaults",
+            "-h",
+            "127.0.0.1",
+            "-u",
+            "root",
+            "--single-transaction",
+            "--routines",
+            "--triggers",
+            "--hex-blob",
+        ])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let dump = out.stdout;
+
+    // A zstd-compressed plain dump restores.
+    let target = fresh("myu");
+    let r = env
+        .upload(
+            &planet,
+            &env.token,
+            "file",
+            "shop.sql.zst",
+            zstd::encode_all(&dump[..], 3).unwrap(),
+            Some(json!({ "targetDatabase": target })),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let done = env.settle(&r.header("location").unwrap()).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(fingerprint(&target)[0], fingerprint(&src)[0]);
+
+    // The same dump claiming a newer server than the target: incompatible, naming the version.
+    let text = String::from_utf8(dump).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("-- Server version"))
+        .unwrap()
+        .to_owned();
+    let newer = text.replacen(&line, "-- Server version\t99.1.0-MariaDB", 1);
+    let target2 = fresh("myn");
+    let r = env
+        .upload(
+            &planet,
+            &env.token,
+            "archive",
+            "newer.sql",
+            newer.into_bytes(),
+            Some(json!({ "targetDatabase": target2 })),
+        )
+        .await;
+    let done = env.settle(&r.header("location").unwrap()).await;
+    assert_eq!(done["status"], "incompatible", "{done}");
+    assert!(done["errorMessage"].as_str().unwrap().contains("99.1"), "{done}");
+    assert_eq!(
+        mariadb(
+            None,
+            &format!("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '{target2}'")
+        ),
+        "0"
+    );
+
+    stop.cancel();
+    worker.await.unwrap();
+    mariadb(None, &format!("DROP DATABASE {src}"));
+    mariadb(None, &format!("DROP DATABASE {target}"));
+}
