@@ -48,6 +48,31 @@ ensure_postgres() {
   pg_answers || { log "PostgreSQL does not answer on 127.0.0.1:5432"; return 1; }
 }
 
+mariadb_answers() { mariadb --no-defaults -h 127.0.0.1 -u root -e 'SELECT 1' >/dev/null 2>&1; }
+
+# MariaDB server and client (mariadb-dump, mariadb), reachable as root over TCP without a
+# password, as on the development machines.
+ensure_mariadb() {
+  local missing=()
+  command -v mariadb >/dev/null && command -v mariadb-dump >/dev/null || missing+=(mariadb-client)
+  [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
+  [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+  if ! mariadb_answers; then
+    if ! mariadb --no-defaults -u root -e 'SELECT 1' >/dev/null 2>&1; then
+      log "starting MariaDB"
+      as_root install -d -o mysql -g mysql /run/mysqld
+      as_root start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql
+      for _ in $(seq 1 30); do mariadb --no-defaults -u root -e 'SELECT 1' >/dev/null 2>&1 && break; sleep 1; done
+    fi
+    if ! mariadb_answers; then
+      log "allowing root over TCP from 127.0.0.1"
+      as_root mariadb --no-defaults -u root -e \
+        "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY ''; GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;"
+    fi
+  fi
+  mariadb_answers || { log "MariaDB does not answer on 127.0.0.1:3306"; return 1; }
+}
+
 # One role of the test server authenticates with a password even where everything else is
 # trusted, so the tests can see a real "password authentication failed".
 ensure_password_role() {

@@ -7,6 +7,7 @@ cd "$SVALBARD_ROOT"
 
 ensure_postgres
 ensure_password_role
+ensure_mariadb
 command -v curl >/dev/null || apt_install curl
 trap stop_started EXIT
 start_garage
@@ -14,6 +15,8 @@ start_garage
 # Databases left by earlier runs (tests create one each).
 psql -h 127.0.0.1 -U postgres -d postgres -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'svalbard_t\_%'" |
   while read -r db; do psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null; done
+mariadb --no-defaults -h 127.0.0.1 -u root -Nse "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'svalbard\\_t\\_%'" |
+  while read -r db; do mariadb --no-defaults -h 127.0.0.1 -u root -e "DROP DATABASE IF EXISTS \`$db\`"; done
 
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
