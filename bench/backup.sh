@@ -1,26 +1,35 @@
 #!/usr/bin/env bash
-# Backup benchmark (not a test): one logical PostgreSQL backup, three ways, side by side in one
-# run on the same database, printed as one markdown table on stdout (progress goes to stderr).
+# Backup and restore benchmark (not a test): one logical PostgreSQL backup, three ways, and its
+# restore, two ways, side by side in one run on the same database, printed as one markdown table
+# on stdout (progress goes to stderr).
 #
 #   1. pg_dump -Fc -Z0 | zstd -1 > /dev/null     the shell pipeline Svalbard must match
 #   2. pg_dump -Fc > file                         default custom format (gzip), size kept
 #   3. Svalbard through its HTTP API into Garage  POST .../backups until `succeeded`;
 #                                                 API and worker are separate processes and the
 #                                                 worker's peak RSS (VmHWM) is reported
+# Restore (main SCALE only, unless SKIP_RESTORE=1):
+#   4. pg_restore --single-transaction of a local `pg_dump -Fc -Z0` file into a fresh database
+#   5. Svalbard: POST .../backups/{id}/restores of backup 3 until `succeeded`; the worker is
+#      restarted first, so its peak RSS is the restore's alone
 #
 # Usage:  bench/backup.sh                       # scale 130 (~2 GiB)
 #         SCALE=5 SIZES="2 5" bench/backup.sh   # small smoke run, Svalbard at two sizes
 #
 # Knobs (environment):
-#   SCALE=130       pgbench scale of the main comparison database (all three methods)
+#   SCALE=130       pgbench scale of the main comparison database (all methods, and the restores)
 #   SIZES="10 130"  extra scales for the zstd pipeline and Svalbard (SCALE is always included);
 #                   the worker is restarted per size, so peak RSS is per size
 #   RUNS=1          repeat each method n times and keep the best wall time (max RSS)
 #   SVALBARD_BIN=   use this binary instead of `cargo build --release -p svalbard`
 #   BACKUP_TIMEOUT=7200  seconds to wait for one Svalbard backup
+#   RESTORE_TIMEOUT=7200 seconds to wait for one Svalbard restore
+#   SKIP_RESTORE=1  measure backups only (no restore rows)
 #   KEEP_WORKDIR=1  keep the scratch folder (logs) after a successful run
 # Databases `svalbard_bench_s<scale>` are built once with pgbench and reused; the control database
-# `svalbard_bench_ctl` is recreated on every run and dropped at the end.
+# `svalbard_bench_ctl` is recreated on every run and dropped at the end, and so are the restore
+# targets `svalbard_bench_restore_s<scale>` (Svalbard) and `svalbard_bench_pgrestore_s<scale>`
+# (pg_restore).
 set -Eeuo pipefail
 shopt -s inherit_errexit
 
@@ -33,11 +42,16 @@ SCALE="${SCALE:-130}"
 SIZES="${SIZES:-}"
 RUNS="${RUNS:-1}"
 BACKUP_TIMEOUT="${BACKUP_TIMEOUT:-7200}"
+RESTORE_TIMEOUT="${RESTORE_TIMEOUT:-7200}"
+SKIP_RESTORE="${SKIP_RESTORE:-}"
+[ "$SKIP_RESTORE" = 0 ] && SKIP_RESTORE=""
 CTL_DB="svalbard_bench_ctl"
+RESTORE_DB="svalbard_bench_restore_s$SCALE"
+BASELINE_DB="svalbard_bench_pgrestore_s$SCALE"
 export PGHOST=127.0.0.1 PGPORT=5432 PGUSER=postgres
 
-for v in "$SCALE" "$RUNS" $SIZES; do
-  [[ "$v" =~ ^[1-9][0-9]*$ ]] || { log "SCALE, SIZES and RUNS must be positive integers (got '$v')"; exit 2; }
+for v in "$SCALE" "$RUNS" "$BACKUP_TIMEOUT" "$RESTORE_TIMEOUT" $SIZES; do
+  [[ "$v" =~ ^[1-9][0-9]*$ ]] || { log "SCALE, SIZES, RUNS and the timeouts must be positive integers (got '$v')"; exit 2; }
 done
 SCALES=$(printf '%s\n' "$SCALE" $SIZES | sort -un | tr '\n' ' ')
 
@@ -45,6 +59,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/svalbard-bench.XXXXXX")
 API_PID=""
 WORKER_PID=""
 CTL_CREATED=""
+RESTORE_DBS_TOUCHED=""
 
 stop_pid() { # pid: SIGTERM, then SIGKILL after 15 s
   local pid=$1
@@ -63,6 +78,10 @@ cleanup() {
   stop_started
   if [ -n "$CTL_CREATED" ]; then
     sql "DROP DATABASE IF EXISTS $CTL_DB WITH (FORCE)" >/dev/null 2>&1 || true
+  fi
+  if [ -n "$RESTORE_DBS_TOUCHED" ]; then
+    sql "DROP DATABASE IF EXISTS $RESTORE_DB WITH (FORCE)" >/dev/null 2>&1 || true
+    sql "DROP DATABASE IF EXISTS $BASELINE_DB WITH (FORCE)" >/dev/null 2>&1 || true
   fi
   rm -f "$WORK"/*.dump
   if [ "$rc" -ne 0 ]; then
@@ -173,12 +192,15 @@ if SVALBARD_WORKER__LISTEN=127.0.0.1:0 "$BIN" token --tenant '*' --role viewer >
   export SVALBARD_WORKER__LISTEN="127.0.0.1:$(free_port)"
 fi
 
-# api METHOD PATH [JSON]: prints the response body; fails loudly on a non-2xx answer.
+# api METHOD PATH [JSON]: prints the response body; fails loudly on a non-2xx answer. PATH is
+# relative to $API, or a whole URL. The response headers are kept in $WORK/resp.headers.
 api() {
-  local method=$1 path=$2 body=${3:-} code
-  local args=(-sS -o "$WORK/resp.json" -w '%{http_code}' -X "$method" -H "Authorization: Bearer $TOKEN")
+  local method=$1 path=$2 body=${3:-} code url
+  local args=(-sS -D "$WORK/resp.headers" -o "$WORK/resp.json" -w '%{http_code}' -X "$method"
+    -H "Authorization: Bearer $TOKEN")
   [ -n "$body" ] && args+=(-H 'Content-Type: application/json' -d "$body")
-  code=$(curl "${args[@]}" "$API$path") || die "curl $method $path failed"
+  case "$path" in http://* | https://*) url=$path ;; *) url=$API$path ;; esac
+  code=$(curl "${args[@]}" "$url") || die "curl $method $path failed"
   if [[ "$code" != 2* ]]; then
     log "$method $path answered $code:"; cat "$WORK/resp.json" >&2; echo >&2; exit 1
   fi
@@ -195,8 +217,9 @@ for s in $SCALES; do
   PLANET[$s]=$(api POST "/tenants/$TENANT/projects/$PROJECT/planets" "$body" | jq -er .id)
 done
 
-start_worker() {
+start_worker() { # name: the log goes to $WORK/worker-<name>.log, kept in WORKER_LOG
   local log_file="$WORK/worker-$1.log"
+  WORKER_LOG=$log_file
   "$BIN" work >"$log_file" 2>&1 &
   WORKER_PID=$!
   for i in $(seq 1 300); do
@@ -210,7 +233,7 @@ start_worker() {
 worker_hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$WORKER_PID/status"; }
 
 # ---------------------------------------------------------------------------------------------
-# Methods. Each prints "<seconds> <stored bytes>".
+# Methods. Each prints "<seconds> <stored bytes>" (run_svalbard adds the backup's id).
 run_zstd() {
   local t0 t1 bytes
   t0=$(now)
@@ -252,7 +275,7 @@ run_svalbard() {
   local c0 c1
   c0=$(date -d "$(jq -r .createdAt <<<"$json")" +%s.%N) c1=$(date -d "$(jq -r .completedAt <<<"$json")" +%s.%N)
   log "  svalbard backup $id: $(jq -r .sizeBytes <<<"$json") bytes; createdAt → completedAt $(elapsed "$c0" "$c1") s (server clock)"
-  echo "$(elapsed "$t0" "$t1") $(jq -er .sizeBytes <<<"$json")"
+  echo "$(elapsed "$t0" "$t1") $(jq -er .sizeBytes <<<"$json") $id"
 }
 
 # best NAME SECONDS BYTES: keeps the fastest run per NAME.
@@ -264,6 +287,7 @@ best() {
 }
 
 declare -A DB_BYTES RSS_KIB
+RESTORE_BACKUP_ID=""
 for s in $SCALES; do
   db=$(db_name "$s")
   DB_BYTES[$s]=$(db_bytes "$db")
@@ -280,8 +304,9 @@ for s in $SCALES; do
       log "  $t s, $b bytes"
     fi
     log "scale $s, run $r/$RUNS: Svalbard API backup"
-    out=$(run_svalbard "$s"); read -r t b <<<"$out"; best "svalbard/$s" "$t" "$b"
+    out=$(run_svalbard "$s"); read -r t b id <<<"$out"; best "svalbard/$s" "$t" "$b"
     log "  $t s, $b bytes stored"
+    [ "$s" = "$SCALE" ] && RESTORE_BACKUP_ID=$id
   done
   RSS_KIB[$s]=$(worker_hwm_kib)
   log "  worker peak RSS (VmHWM): $(mib $((RSS_KIB[$s] * 1024))) MiB"
@@ -289,15 +314,117 @@ for s in $SCALES; do
 done
 
 # ---------------------------------------------------------------------------------------------
+# Restore, main scale only: pg_restore of a local file, then Svalbard from the backup above.
+sql_on() { PGOPTIONS="-c client_min_messages=warning" psql -d "$1" -qAtc "$2"; }
+
+# count_rows DB: "<tables> <rows>" over the user tables, counted as the worker's verification does.
+count_rows() {
+  sql_on "$1" "SELECT count(*) || ' ' || COALESCE(sum((xpath('/row/c/text()', query_to_xml(
+      format('SELECT count(*) AS c FROM %I.%I', schemaname, tablename), false, true, '')))[1]::text::bigint), 0)
+    FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
+}
+
+# run_pg_restore FILE: a fresh empty $BASELINE_DB (untimed), then the timed pg_restore. Prints seconds.
+run_pg_restore() {
+  local file=$1 t0 t1
+  sql "DROP DATABASE IF EXISTS $BASELINE_DB WITH (FORCE)" >/dev/null
+  sql "CREATE DATABASE $BASELINE_DB" >/dev/null
+  sql "CHECKPOINT" >/dev/null
+  t0=$(now)
+  pg_restore --single-transaction --exit-on-error --no-owner --no-privileges \
+      -h 127.0.0.1 -U postgres -d "$BASELINE_DB" "$file" 2>"$WORK/pg_restore.log" \
+    || { cat "$WORK/pg_restore.log" >&2; die "pg_restore into $BASELINE_DB failed"; }
+  t1=$(now)
+  elapsed "$t0" "$t1"
+}
+
+# run_svalbard_restore BACKUP_ID: POST a restore into $RESTORE_DB, follow its Location every 0.2 s
+# until it has succeeded. Prints "<seconds> <verified tables> <verified rows>".
+run_svalbard_restore() {
+  local backup=$1 t0 t1 loc url json status deadline body
+  body=$(jq -cn --arg db "$RESTORE_DB" '{targetDatabase: $db}')
+  t0=$(now)
+  json=$(api POST "/tenants/$TENANT/projects/$PROJECT/backups/$backup/restores" "$body")
+  loc=$(awk 'tolower($1) == "location:" { print $2 }' "$WORK/resp.headers" | tr -d '\r' | tail -n1)
+  case "$loc" in
+    http://* | https://*) url=$loc ;;
+    /*) url=$BASE$loc ;;
+    *) log "restore POST answered:"; cat "$WORK/resp.headers" >&2; echo "$json" >&2
+       die "the restore POST answered without a usable Location header (got '$loc')" ;;
+  esac
+  deadline=$((SECONDS + RESTORE_TIMEOUT))
+  while :; do
+    sleep 0.2
+    json=$(api GET "$url")
+    status=$(jq -r .status <<<"$json")
+    case "$status" in
+      succeeded) t1=$(now); break ;;
+      failed | incompatible)
+        log "Svalbard restore $url ended $status: $(jq -r '.errorMessage // "(no errorMessage)"' <<<"$json")"
+        log "worker log: $WORKER_LOG"; tail -n 20 "$WORKER_LOG" >&2
+        exit 1 ;;
+    esac
+    [ "$SECONDS" -lt "$deadline" ] || die "restore $url still $status after ${RESTORE_TIMEOUT}s"
+    kill -0 "$WORKER_PID" 2>/dev/null || { tail -n 30 "$WORKER_LOG" >&2; die "the worker died"; }
+  done
+  local c0 c1 c2
+  c0=$(date -d "$(jq -r .createdAt <<<"$json")" +%s.%N)
+  c1=$(date -d "$(jq -r '.startedAt // .createdAt' <<<"$json")" +%s.%N)
+  c2=$(date -d "$(jq -r .completedAt <<<"$json")" +%s.%N)
+  log "  svalbard restore $(jq -r .id <<<"$json"): verification $(jq -c .verification <<<"$json");" \
+    "createdAt → startedAt $(elapsed "$c0" "$c1") s, → completedAt $(elapsed "$c0" "$c2") s (server clock)"
+  echo "$(elapsed "$t0" "$t1") $(jq -er .verification.tables <<<"$json") $(jq -er .verification.rows <<<"$json")"
+}
+
+RESTORE_RSS_KIB=0
+if [ -z "$SKIP_RESTORE" ]; then
+  [ -n "$RESTORE_BACKUP_ID" ] || die "no Svalbard backup of scale $SCALE to restore"
+  db=$(db_name "$SCALE")
+  RESTORE_DBS_TOUCHED=1
+  read -r want_tables want_rows <<<"$(count_rows "$db")"
+  dump_file="$WORK/restore-baseline.dump"
+  log "restore, scale $SCALE: pg_dump -Fc -Z0 > file (untimed, the pg_restore baseline's input)"
+  pg_dump -Fc -Z0 -d "$db" -f "$dump_file"
+  log "  $(stat -c %s "$dump_file") bytes; $db has $want_tables tables, $want_rows rows"
+  for r in $(seq 1 "$RUNS"); do
+    log "restore, run $r/$RUNS: pg_restore --single-transaction of the file into a fresh $BASELINE_DB"
+    t=$(run_pg_restore "$dump_file"); best "pgrestore/$SCALE" "$t" -
+    read -r got_tables got_rows <<<"$(count_rows "$BASELINE_DB")"
+    [ "$got_tables $got_rows" = "$want_tables $want_rows" ] \
+      || die "pg_restore left $got_tables tables, $got_rows rows in $BASELINE_DB; $db has $want_tables, $want_rows"
+    log "  $t s"
+    sql "DROP DATABASE IF EXISTS $BASELINE_DB WITH (FORCE)" >/dev/null
+
+    log "restore, run $r/$RUNS: Svalbard API restore of backup $RESTORE_BACKUP_ID into $RESTORE_DB (worker restarted)"
+    sql "DROP DATABASE IF EXISTS $RESTORE_DB WITH (FORCE)" >/dev/null
+    stop_pid "$WORKER_PID"; WORKER_PID=""
+    start_worker "restore-$SCALE-$r"
+    sql "CHECKPOINT" >/dev/null
+    out=$(run_svalbard_restore "$RESTORE_BACKUP_ID"); read -r t got_tables got_rows <<<"$out"
+    [ "$got_tables $got_rows" = "$want_tables $want_rows" ] \
+      || die "the Svalbard restore verified $got_tables tables, $got_rows rows; $db has $want_tables, $want_rows"
+    best "svrestore/$SCALE" "$t" -
+    hwm=$(worker_hwm_kib)
+    [ "$hwm" -gt "$RESTORE_RSS_KIB" ] && RESTORE_RSS_KIB=$hwm
+    log "  $t s; worker peak RSS (VmHWM): $(mib $((hwm * 1024))) MiB"
+    stop_pid "$WORKER_PID"; WORKER_PID=""
+  done
+  rm -f "$dump_file"
+  sql "DROP DATABASE IF EXISTS $RESTORE_DB WITH (FORCE)" >/dev/null
+  sql "DROP DATABASE IF EXISTS $BASELINE_DB WITH (FORCE)" >/dev/null
+fi
+
+# ---------------------------------------------------------------------------------------------
 # The table.
-row() { # label scale key rss_kib|-
-  local label=$1 s=$2 key=$3 rss=$4
-  LABEL="$label" awk -v s="$s" -v dbb="${DB_BYTES[$s]}" -v t="${BEST_T[$key]}" -v b="${BEST_B[$key]}" \
-      -v ref="${BEST_T[zstd/$s]}" -v rss="$rss" 'BEGIN {
+row() { # label scale key rss_kib|- [reference key, default the zstd pipeline] [mark after ×]
+  local label=$1 s=$2 key=$3 rss=$4 ref_key=${5:-zstd/$2} mark=${6:-}
+  LABEL="$label" MARK="$mark" awk -v s="$s" -v dbb="${DB_BYTES[$s]}" -v t="${BEST_T[$key]}" \
+      -v b="${BEST_B[$key]}" -v ref="${BEST_T[$ref_key]}" -v rss="$rss" 'BEGIN {
     label = ENVIRON["LABEL"]
     rsss = (rss == "-") ? "–" : sprintf("%.1f", rss / 1024)
-    printf "| %s | %d (%.0f MiB) | %.2f | %.1f | %.2f | %s | %.2f× |\n",
-      label, s, dbb / 1048576, t, (dbb / 1048576) / t, dbb / b, rsss, t / ref
+    ratio = (b == "-") ? "–" : sprintf("%.2f", dbb / b)
+    printf "| %s | %d (%.0f MiB) | %.2f | %.1f | %s | %s | %.2f×%s |\n",
+      label, s, dbb / 1048576, t, (dbb / 1048576) / t, ratio, rsss, t / ref, ENVIRON["MARK"]
   }'
 }
 
@@ -310,8 +437,19 @@ for s in $SCALES; do
   row '`pg_dump -Fc -Z0 \| zstd -1 > /dev/null`' "$s" "zstd/$s" -
   [ "$s" = "$SCALE" ] && row '`pg_dump -Fc > file` (default)' "$s" "fc/$s" -
   row 'Svalbard API → Garage S3' "$s" "svalbard/$s" "${RSS_KIB[$s]}"
+  if [ "$s" = "$SCALE" ] && [ -z "$SKIP_RESTORE" ]; then
+    row '`pg_restore --single-transaction` of a local `pg_dump -Fc -Z0` file' "$s" "pgrestore/$s" - \
+      "pgrestore/$s" "³"
+    row 'Svalbard API restore (from S3)' "$s" "svrestore/$s" "$RESTORE_RSS_KIB" "pgrestore/$s" "³"
+  fi
 done
 echo
-echo "¹ database size (\`pg_database_size\`) / bytes stored: zstd output (counted with \`wc -c\`), dump file size, or the backup's \`sizeBytes\`."
-echo "² \`VmHWM\` of the \`svalbard work\` process alone (API in a separate process, \`pg_dump\` child not included), worker restarted per size."
-echo "Svalbard wall time: from POST to the poll (every 0.2 s) that sees \`succeeded\`. Cache warmed by one untimed \`pg_dump -Fc -Z0\` per database. $(nproc) cores, $(pg_dump --version)."
+restore_notes=""
+[ -z "$SKIP_RESTORE" ] && restore_notes=1
+restore_wall="; a restore includes the worker's full SHA-256 pass over the archive, creating the target database and counting its rows"
+echo "¹ database size (\`pg_database_size\`) / bytes stored: zstd output (counted with \`wc -c\`), dump file size, or the backup's \`sizeBytes\`${restore_notes:+; – for restores}."
+echo "² \`VmHWM\` of the \`svalbard work\` process alone (API in a separate process, \`pg_dump\`${restore_notes:+/\`pg_restore\`} children not included), worker restarted per size${restore_notes:+ and before each restore}."
+if [ -n "$restore_notes" ]; then
+  echo "³ restore rows compare against the \`pg_restore\` row, not the zstd pipeline: \`pg_restore --single-transaction --exit-on-error --no-owner --no-privileges\` of a local \`pg_dump -Fc -Z0\` file into a fresh empty database (created untimed). MiB/s is of the source database."
+fi
+echo "Svalbard wall time: from POST to the poll (every 0.2 s) that sees \`succeeded\`${restore_notes:+$restore_wall}. Cache warmed by one untimed \`pg_dump -Fc -Z0\` per database. $(nproc) cores, $(pg_dump --version)${restore_notes:+, $(pg_restore --version)}."
