@@ -113,14 +113,28 @@ async fn snapshot(app: &TestApp, w: &World) -> Vec<String> {
 async fn another_tenants_ids_are_not_found_everywhere() {
     let app = TestApp::spawn().await;
     let w = world(&app).await;
+    // A MySQL planet of A is as invisible to B as a PostgreSQL one.
+    let mysql = app
+        .post(
+            &format!("/api/v1/tenants/{}/projects/{}/planets", w.a, w.a_project),
+            &app.platform(),
+            json!({ "name": "maria", "engine": "mysql", "connection": { "host": "127.0.0.1", "database": "d", "user": "root" } }),
+        )
+        .await
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let before = snapshot(&app, &w).await;
     for role in [Role::Viewer, Role::Operator, Role::Admin] {
         let b_token = app.token(&w.b, role);
         // B's token on A's ids.
-        for (method, path, body, _) in endpoints(&w.a, &w.a_project, &w.a_planet, &w.a_backup) {
-            let r = app.send(method.clone(), &path, Some(&b_token), body).await;
-            let p = r.problem(404);
-            assert!(!r.text.contains(&w.a_project), "{method} {path} leaked: {p}");
+        for planet in [&w.a_planet, &mysql] {
+            for (method, path, body, _) in endpoints(&w.a, &w.a_project, planet, &w.a_backup) {
+                let r = app.send(method.clone(), &path, Some(&b_token), body).await;
+                let p = r.problem(404);
+                assert!(!r.text.contains(&w.a_project), "{method} {path} leaked: {p}");
+            }
         }
         // B's own tenant id with A's project and planet ids.
         for (method, path, body, _) in endpoints(&w.b, &w.a_project, &w.a_planet, &w.a_backup)
