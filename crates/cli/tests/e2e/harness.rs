@@ -147,6 +147,40 @@ impl Env {
         b
     }
 
+    /// Polls a restore (by its `Location`) until it has ended, or panics after a minute.
+    pub async fn restore_outcome(&self, location: &str) -> Value {
+        let started = Instant::now();
+        loop {
+            let r = self.app.get(location, &self.token).await.json();
+            if !matches!(r["status"].as_str(), Some("scheduled" | "running")) {
+                return r;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "restore did not finish: {r}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The archive of a succeeded backup, fetched through its pre-signed URL.
+    pub async fn download(&self, backup: &str) -> Vec<u8> {
+        let link = self
+            .app
+            .get(&format!("{}/archive", self.backup_path(backup)), &self.token)
+            .await
+            .json();
+        let res = self
+            .app
+            .client
+            .get(link["downloadUrl"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        res.bytes().await.unwrap().to_vec()
+    }
+
     /// Object keys and unfinished multipart uploads under a backup's folder.
     pub async fn leftovers(&self, backup: &Value) -> (Vec<String>, Vec<(String, String)>) {
         let prefix = self.storage.backup_prefix(

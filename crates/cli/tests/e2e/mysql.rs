@@ -1,6 +1,6 @@
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use svalbard_core::auth::Role;
 
 use crate::harness::Env;
@@ -91,18 +91,6 @@ impl Env {
         assert_eq!(r.status, 201, "{}", r.text);
         r.json()["id"].as_str().unwrap().to_owned()
     }
-
-    async fn settle(&self, location: &str) -> Value {
-        let started = Instant::now();
-        loop {
-            let r = self.app.get(location, &self.token).await.json();
-            if !matches!(r["status"].as_str(), Some("scheduled" | "running")) {
-                return r;
-            }
-            assert!(started.elapsed() < MINUTE, "{r}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,21 +105,7 @@ async fn mariadb_backup_and_restore_round_trip_with_routines_and_triggers() {
     assert!(b["toolVersion"].as_str().unwrap().starts_with("10."), "{b}");
 
     // Plain zstd of the downloaded archive is the engine's own SQL dump.
-    let link = env
-        .app
-        .get(&format!("{}/archive", env.backup_path(&id)), &env.token)
-        .await
-        .json();
-    let bytes = env
-        .app
-        .client
-        .get(link["downloadUrl"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let bytes = env.download(&id).await;
     let sql = zstd::decode_all(&bytes[..]).unwrap();
     assert!(
         sql.starts_with(b"-- MariaDB dump") || sql.starts_with(b"/*"),
@@ -149,7 +123,7 @@ async fn mariadb_backup_and_restore_round_trip_with_routines_and_triggers() {
         )
         .await;
     assert_eq!(r.status, 202, "{}", r.text);
-    let done = env.settle(&r.header("location").unwrap()).await;
+    let done = env.restore_outcome(&r.header("location").unwrap()).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     let expected = fingerprint(&src);
     let got = fingerprint(&target);
@@ -168,7 +142,7 @@ async fn mariadb_backup_and_restore_round_trip_with_routines_and_triggers() {
             json!({ "targetDatabase": target, "replace": true }),
         )
         .await;
-    let done = env.settle(&r.header("location").unwrap()).await;
+    let done = env.restore_outcome(&r.header("location").unwrap()).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(fingerprint(&target), expected);
     // Without replace into a non-empty target: refused, untouched.
@@ -182,7 +156,7 @@ async fn mariadb_backup_and_restore_round_trip_with_routines_and_triggers() {
             json!({ "targetDatabase": target }),
         )
         .await;
-    let done = env.settle(&r.header("location").unwrap()).await;
+    let done = env.restore_outcome(&r.header("location").unwrap()).await;
     assert_eq!(done["status"], "failed");
     assert_eq!(fingerprint(&target), before);
 
@@ -227,7 +201,7 @@ async fn mariadb_wrong_password_and_corrupted_archive_are_refused() {
             json!({ "targetDatabase": target }),
         )
         .await;
-    let done = env.settle(&r.header("location").unwrap()).await;
+    let done = env.restore_outcome(&r.header("location").unwrap()).await;
     assert_eq!(done["status"], "failed");
     assert!(done["errorMessage"].as_str().unwrap().contains("corrupted"), "{done}");
     assert_eq!(
@@ -279,7 +253,7 @@ async fn mariadb_uploads_restore_and_a_dump_from_a_newer_server_is_incompatible(
         )
         .await;
     assert_eq!(r.status, 202, "{}", r.text);
-    let done = env.settle(&r.header("location").unwrap()).await;
+    let done = env.restore_outcome(&r.header("location").unwrap()).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(fingerprint(&target)[0], fingerprint(&src)[0]);
 
@@ -302,7 +276,7 @@ async fn mariadb_uploads_restore_and_a_dump_from_a_newer_server_is_incompatible(
             Some(json!({ "targetDatabase": target2 })),
         )
         .await;
-    let done = env.settle(&r.header("location").unwrap()).await;
+    let done = env.restore_outcome(&r.header("location").unwrap()).await;
     assert_eq!(done["status"], "incompatible", "{done}");
     assert!(done["errorMessage"].as_str().unwrap().contains("99.1"), "{done}");
     assert_eq!(

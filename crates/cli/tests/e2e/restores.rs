@@ -1,4 +1,4 @@
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use svalbard_core::auth::Role;
@@ -11,18 +11,6 @@ const MINUTE: Duration = Duration::from_secs(60);
 impl Env {
     fn restores_of(&self, backup: &str) -> String {
         format!("{}/restores", self.backup_path(backup))
-    }
-
-    async fn wait_restore(&self, location: &str, limit: Duration) -> Value {
-        let started = Instant::now();
-        loop {
-            let r = self.app.get(location, &self.token).await.json();
-            if !matches!(r["status"].as_str(), Some("scheduled" | "running")) {
-                return r;
-            }
-            assert!(started.elapsed() < limit, "restore did not finish: {r}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
     }
 
     /// A succeeded backup of a fresh source database.
@@ -81,7 +69,7 @@ async fn a_backup_restores_into_a_new_database_with_equal_rows() {
     assert_eq!(r.status, 202, "{}", r.text);
     let location = r.header("location").unwrap();
     assert_eq!(r.json()["status"], "scheduled");
-    let done = env.wait_restore(&location, MINUTE).await;
+    let done = env.restore_outcome(&location).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["source"]["backupId"], backup.as_str());
     assert_eq!(done["target"]["database"], target.as_str());
@@ -127,7 +115,7 @@ async fn a_flipped_byte_is_refused_before_the_target_is_touched() {
     let admin = env.app.token(&env.tenant, Role::Admin);
     let r = env.restore(&backup, &admin, json!({ "replace": true })).await;
     assert_eq!(r.status, 202, "{}", r.text);
-    let done = env.wait_restore(&r.header("location").unwrap(), MINUTE).await;
+    let done = env.restore_outcome(&r.header("location").unwrap()).await;
     assert_eq!(done["status"], "failed", "{done}");
     assert!(done["errorMessage"].as_str().unwrap().contains("corrupted"), "{done}");
     assert_eq!(source::fingerprint(&src).await.unwrap(), before);
@@ -169,7 +157,7 @@ async fn a_dump_from_a_newer_pg_dump_is_incompatible_and_names_the_version() {
     let r = env
         .restore(&backup, &env.token, json!({ "targetDatabase": target }))
         .await;
-    let done = env.wait_restore(&r.header("location").unwrap(), MINUTE).await;
+    let done = env.restore_outcome(&r.header("location").unwrap()).await;
     assert_eq!(done["status"], "incompatible", "{done}");
     let msg = done["errorMessage"].as_str().unwrap();
     assert!(
@@ -195,7 +183,7 @@ async fn replace_needs_admin_and_a_non_empty_target_is_left_alone() {
     // Into the source itself, which is not empty, without replace: refused, nothing changed.
     let before = source::fingerprint(&src).await.unwrap();
     let r = env.restore(&backup, &operator, json!({})).await;
-    let done = env.wait_restore(&r.header("location").unwrap(), MINUTE).await;
+    let done = env.restore_outcome(&r.header("location").unwrap()).await;
     assert_eq!(done["status"], "failed");
     assert!(done["errorMessage"].as_str().unwrap().contains("not empty"), "{done}");
     assert_eq!(source::fingerprint(&src).await.unwrap(), before);
@@ -210,7 +198,7 @@ async fn replace_needs_admin_and_a_non_empty_target_is_left_alone() {
     drop(db);
     let admin = env.app.token(&env.tenant, Role::Admin);
     let r = env.restore(&backup, &admin, json!({ "replace": true })).await;
-    let done = env.wait_restore(&r.header("location").unwrap(), MINUTE).await;
+    let done = env.restore_outcome(&r.header("location").unwrap()).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(source::fingerprint(&src).await.unwrap(), before);
 

@@ -1,4 +1,4 @@
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use svalbard_core::auth::Role;
@@ -68,18 +68,6 @@ impl Env {
         }
     }
 
-    async fn finished(&self, location: &str) -> Value {
-        let started = Instant::now();
-        loop {
-            let r = self.app.get(location, &self.token).await.json();
-            if !matches!(r["status"].as_str(), Some("scheduled" | "running")) {
-                return r;
-            }
-            assert!(started.elapsed() < MINUTE, "restore did not finish: {r}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
     async fn uploads_left(&self, planet: &str) -> usize {
         let prefix = format!(
             "{}/tenants/{}/projects/{}/planets/{planet}/uploads/",
@@ -104,22 +92,7 @@ async fn uploads_of_every_accepted_kind_restore() {
     // A Svalbard archive as downloaded from the archive URL.
     let backup = env.start_backup(&planet).await["id"].as_str().unwrap().to_owned();
     env.wait_status(&backup, "succeeded", MINUTE).await;
-    let link = env
-        .app
-        .get(&format!("{}/archive", env.backup_path(&backup)), &env.token)
-        .await
-        .json();
-    let archive = env
-        .app
-        .client
-        .get(link["downloadUrl"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap()
-        .to_vec();
+    let archive = env.download(&backup).await;
 
     let kinds: Vec<(&str, &str, Vec<u8>)> = vec![
         ("archive", "backup.svb.zst", archive),
@@ -141,7 +114,7 @@ async fn uploads_of_every_accepted_kind_restore() {
         assert_eq!(r.status, 202, "{name}: {}", r.text);
         let created = r.json();
         assert_eq!(created["source"]["uploadName"], name);
-        let done = env.finished(&r.header("location").unwrap()).await;
+        let done = env.restore_outcome(&r.header("location").unwrap()).await;
         assert_eq!(done["status"], "succeeded", "{name}: {done}");
         assert_eq!(source::fingerprint(&target).await.unwrap(), expected, "{name}");
         assert_eq!(done["verification"]["tables"], expected.len());
@@ -177,7 +150,7 @@ async fn truncated_garbage_and_wrongly_sent_uploads_are_refused() {
         )
         .await;
     assert_eq!(r.status, 202, "{}", r.text);
-    let done = env.finished(&r.header("location").unwrap()).await;
+    let done = env.restore_outcome(&r.header("location").unwrap()).await;
     assert_eq!(done["status"], "failed", "{done}");
     assert!(
         done["errorMessage"]
