@@ -33,10 +33,9 @@
 set -Eeuo pipefail
 shopt -s inherit_errexit
 
-BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=../scripts/services.sh
-source "$BENCH_DIR/../scripts/services.sh"
-cd "$SVALBARD_ROOT"
+BENCH_NAME=bench
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 SCALE="${SCALE:-130}"
 SIZES="${SIZES:-}"
@@ -55,27 +54,10 @@ for v in "$SCALE" "$RUNS" "$BACKUP_TIMEOUT" "$RESTORE_TIMEOUT" $SIZES; do
 done
 SCALES=$(printf '%s\n' "$SCALE" $SIZES | sort -un | tr '\n' ' ')
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/svalbard-bench.XXXXXX")
-API_PID=""
-WORKER_PID=""
 CTL_CREATED=""
 RESTORE_DBS_TOUCHED=""
 
-stop_pid() { # pid: SIGTERM, then SIGKILL after 15 s
-  local pid=$1
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-  kill "$pid" 2>/dev/null || true
-  for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM ERR
-  stop_pid "$WORKER_PID"
-  stop_pid "$API_PID"
-  stop_started
+bench_cleanup() { # called by lib.sh's exit trap
   if [ -n "$CTL_CREATED" ]; then
     sql "DROP DATABASE IF EXISTS $CTL_DB WITH (FORCE)" >/dev/null 2>&1 || true
   fi
@@ -83,35 +65,14 @@ cleanup() {
     sql "DROP DATABASE IF EXISTS $RESTORE_DB WITH (FORCE)" >/dev/null 2>&1 || true
     sql "DROP DATABASE IF EXISTS $BASELINE_DB WITH (FORCE)" >/dev/null 2>&1 || true
   fi
-  rm -f "$WORK"/*.dump
-  if [ "$rc" -ne 0 ]; then
-    log "failed (exit $rc); logs kept in $WORK"
-  elif [ -n "${KEEP_WORKDIR:-}" ]; then
-    log "logs kept in $WORK"
-  else
-    rm -rf "$WORK"
-  fi
-  exit "$rc"
 }
-trap cleanup EXIT
-trap 'log "error at ${BASH_SOURCE[0]##*/}:$LINENO: $BASH_COMMAND"' ERR
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
-die() { log "$*"; exit 1; }
 sql() { PGOPTIONS="-c client_min_messages=warning" psql -d postgres -qAtc "$1"; }
-now() { echo "$EPOCHREALTIME"; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 
 # ---------------------------------------------------------------------------------------------
 # Tools
 ensure_postgres
-need=()
-command -v jq >/dev/null || need+=(jq)
-command -v curl >/dev/null || need+=(curl)
-command -v openssl >/dev/null || need+=(openssl)
-command -v python3 >/dev/null || need+=(python3)
-[ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
+ensure_bench_tools
 PGBENCH=$(command -v pgbench || ls /usr/lib/postgresql/*/bin/pgbench 2>/dev/null | sort -V | tail -n1 || true)
 if [ -z "$PGBENCH" ]; then
   apt_install postgresql-contrib
@@ -123,7 +84,6 @@ fi
 # Databases to back up: built once per scale, marked complete by a comment, reused afterwards.
 db_name() { echo "svalbard_bench_s$1"; }
 db_bytes() { sql "SELECT pg_database_size('$1')"; }
-mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 
 ensure_bench_db() {
   local scale=$1 db marker comment
@@ -147,68 +107,16 @@ for s in $SCALES; do ensure_bench_db "$s"; done
 
 # ---------------------------------------------------------------------------------------------
 # Svalbard: release binary, control database, Garage, API (the worker starts per size).
-if [ -n "${SVALBARD_BIN:-}" ]; then
-  BIN="$SVALBARD_BIN"
-else
-  log "building svalbard (release)"
-  nice -n 10 cargo build --release -q -p svalbard >&2
-  BIN="$SVALBARD_ROOT/target/release/svalbard"
-fi
-[ -x "$BIN" ] || die "no svalbard binary at $BIN"
+svalbard_binary
 
 log "recreating control database $CTL_DB"
 sql "DROP DATABASE IF EXISTS $CTL_DB WITH (FORCE)" >/dev/null
 sql "CREATE DATABASE $CTL_DB" >/dev/null
 CTL_CREATED=1
 
-start_garage
+start_svalbard "$CTL_DB"
 
-API_PORT=$(free_port)
-export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$CTL_DB"
-export SVALBARD_HTTP__LISTEN="127.0.0.1:$API_PORT"
-SVALBARD_AUTH__HS256_SECRET="$(openssl rand -hex 32)"
-SVALBARD_CRYPTO__KEYS="b1:$(openssl rand -base64 32)"
-export SVALBARD_AUTH__HS256_SECRET SVALBARD_CRYPTO__KEYS
-export SVALBARD_WORKER__CONCURRENCY=1
-export RUST_LOG="${RUST_LOG:-info}" NO_COLOR=1
-BASE="http://127.0.0.1:$API_PORT"
-API="$BASE/api/v1"
-
-log "starting the API on $BASE"
-"$BIN" serve >"$WORK/api.log" 2>&1 &
-API_PID=$!
-for i in $(seq 1 300); do
-  curl -fs -o /dev/null "$BASE/readyz" && break
-  kill -0 "$API_PID" 2>/dev/null || { cat "$WORK/api.log" >&2; die "the API exited"; }
-  [ "$i" -lt 300 ] || { tail -n 30 "$WORK/api.log" >&2; die "the API did not become ready in 60 s"; }
-  sleep 0.2
-done
-
-TOKEN=$("$BIN" token --tenant '*' --role admin --ttl 1d) || die "svalbard token failed"
-# Newer workers serve health and metrics on worker.listen (default 127.0.0.1:9091): give ours a
-# free port so it cannot collide with another worker on this machine. Older configurations reject
-# the unknown key, so probe it first.
-if SVALBARD_WORKER__LISTEN=127.0.0.1:0 "$BIN" token --tenant '*' --role viewer >/dev/null 2>&1; then
-  export SVALBARD_WORKER__LISTEN="127.0.0.1:$(free_port)"
-fi
-
-# api METHOD PATH [JSON]: prints the response body; fails loudly on a non-2xx answer. PATH is
-# relative to $API, or a whole URL. The response headers are kept in $WORK/resp.headers.
-api() {
-  local method=$1 path=$2 body=${3:-} code url
-  local args=(-sS -D "$WORK/resp.headers" -o "$WORK/resp.json" -w '%{http_code}' -X "$method"
-    -H "Authorization: Bearer $TOKEN")
-  [ -n "$body" ] && args+=(-H 'Content-Type: application/json' -d "$body")
-  case "$path" in http://* | https://*) url=$path ;; *) url=$API$path ;; esac
-  code=$(curl "${args[@]}" "$url") || die "curl $method $path failed"
-  if [[ "$code" != 2* ]]; then
-    log "$method $path answered $code:"; cat "$WORK/resp.json" >&2; echo >&2; exit 1
-  fi
-  cat "$WORK/resp.json"
-}
-
-TENANT=$(api POST /tenants '{"name":"bench"}' | jq -er .id)
-PROJECT=$(api POST "/tenants/$TENANT/projects" '{"name":"bench"}' | jq -er .id)
+create_project
 declare -A PLANET
 for s in $SCALES; do
   body=$(jq -cn --arg name "s$s" --arg db "$(db_name "$s")" \
@@ -216,21 +124,6 @@ for s in $SCALES; do
       connection: {host: "127.0.0.1", port: 5432, database: $db, user: "postgres", sslmode: "disable"}}')
   PLANET[$s]=$(api POST "/tenants/$TENANT/projects/$PROJECT/planets" "$body" | jq -er .id)
 done
-
-start_worker() { # name: the log goes to $WORK/worker-<name>.log, kept in WORKER_LOG
-  local log_file="$WORK/worker-$1.log"
-  WORKER_LOG=$log_file
-  "$BIN" work >"$log_file" 2>&1 &
-  WORKER_PID=$!
-  for i in $(seq 1 300); do
-    grep -q "worker started" "$log_file" && return 0
-    kill -0 "$WORKER_PID" 2>/dev/null || { cat "$log_file" >&2; die "the worker exited"; }
-    [ "$i" -lt 300 ] || { tail -n 30 "$log_file" >&2; die "the worker did not start in 60 s"; }
-    sleep 0.2
-  done
-}
-
-worker_hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$WORKER_PID/status"; }
 
 # ---------------------------------------------------------------------------------------------
 # Methods. Each prints "<seconds> <stored bytes>" (run_svalbard adds the backup's id).
@@ -252,39 +145,7 @@ run_pg_dump() {
   echo "$(elapsed "$t0" "$t1") $bytes"
 }
 
-# run_svalbard SCALE: POST a backup, poll every 0.2 s until it has succeeded.
-run_svalbard() {
-  local scale=$1 t0 t1 id json status deadline
-  t0=$(now)
-  id=$(api POST "/tenants/$TENANT/projects/$PROJECT/planets/${PLANET[$scale]}/backups" | jq -er .id)
-  deadline=$((SECONDS + BACKUP_TIMEOUT))
-  while :; do
-    sleep 0.2
-    json=$(api GET "/tenants/$TENANT/projects/$PROJECT/backups/$id")
-    status=$(jq -r .status <<<"$json")
-    case "$status" in
-      succeeded) t1=$(now); break ;;
-      failed | incomplete)
-        log "Svalbard backup $id ended $status: $(jq -r '.errorMessage // "(no errorMessage)"' <<<"$json")"
-        log "worker log: $WORK/worker-$scale.log"; tail -n 20 "$WORK/worker-$scale.log" >&2
-        exit 1 ;;
-    esac
-    [ "$SECONDS" -lt "$deadline" ] || die "backup $id still $status after ${BACKUP_TIMEOUT}s"
-    kill -0 "$WORKER_PID" 2>/dev/null || { tail -n 30 "$WORK/worker-$scale.log" >&2; die "the worker died"; }
-  done
-  local c0 c1
-  c0=$(date -d "$(jq -r .createdAt <<<"$json")" +%s.%N) c1=$(date -d "$(jq -r .completedAt <<<"$json")" +%s.%N)
-  log "  svalbard backup $id: $(jq -r .sizeBytes <<<"$json") bytes; createdAt → completedAt $(elapsed "$c0" "$c1") s (server clock)"
-  echo "$(elapsed "$t0" "$t1") $(jq -er .sizeBytes <<<"$json") $id"
-}
-
-# best NAME SECONDS BYTES: keeps the fastest run per NAME.
-declare -A BEST_T BEST_B
-best() {
-  if [ -z "${BEST_T[$1]:-}" ] || awk -v a="$2" -v b="${BEST_T[$1]}" 'BEGIN { exit !(a < b) }'; then
-    BEST_T[$1]=$2; BEST_B[$1]=$3
-  fi
-}
+run_svalbard() { run_svalbard_backup "${PLANET[$1]}"; } # SCALE
 
 declare -A DB_BYTES RSS_KIB
 RESTORE_BACKUP_ID=""
