@@ -75,39 +75,20 @@ fn conninfo_quote(value: &str) -> String {
 
 /// The server's major version and full version string (`15.20 (Debian 15.20-0+deb12u1)`).
 pub async fn server_version(conn: &ConnParams) -> anyhow::Result<(u32, String)> {
-    let mut cmd = Command::new("psql");
-    cmd.args(["--no-psqlrc", "--no-align", "--tuples-only", "--no-password"])
-        .args([
-            "--command",
-            "SHOW server_version_num",
-            "--command",
-            "SHOW server_version",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    apply_conn(&mut cmd, conn);
-    let out = cmd
-        .output()
-        .await
-        .context("cannot run psql (is the PostgreSQL client installed?)")?;
-    if !out.status.success() {
-        bail!(
-            "cannot query the version of PostgreSQL at {}:{} (database {}): {}",
-            conn.host,
-            conn.port,
-            conn.database,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let mut lines = stdout.lines().map(str::trim).filter(|l| !l.is_empty());
-    let (Some(num), Some(full)) = (lines.next(), lines.next()) else {
-        bail!("unexpected answer of psql to SHOW server_version: {stdout:?}");
+    let out = psql(
+        conn,
+        "SELECT current_setting('server_version_num') || '|' || current_setting('server_version')",
+    )
+    .await
+    .context("cannot query the server's version")?;
+    let Some((num, full)) = out.split_once('|') else {
+        bail!("unexpected answer of psql to the version query: {out:?}");
     };
     let num: u32 = num
+        .trim()
         .parse()
         .with_context(|| format!("unexpected server_version_num {num:?}"))?;
-    Ok((major_of_version_num(num), full.to_owned()))
+    Ok((major_of_version_num(num), full.trim().to_owned()))
 }
 
 /// Since 10 the major version is the first number. Servers before 10 (9.6 is 90600) all count

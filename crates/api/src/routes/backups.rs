@@ -14,7 +14,7 @@ use svalbard_core::restore::RestoreStatus;
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::{BackupPath, Paging, PlanetPath, ProjectPath, StatusFilter, location, optional_text};
+use super::{BackupPath, IdempotencyHeader, Paging, PlanetPath, ProjectPath, StatusFilter, location, optional_text};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ListQuery, OptionalJson};
@@ -67,7 +67,7 @@ fn backup_path(t: TenantId, p: ProjectId, b: BackupId) -> String {
     request_body(content = Option<CreateBackup>, description = "All fields optional; the body may be empty"),
     params(
         PlanetPath,
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes the create safe to retry"),
+        IdempotencyHeader,
     ),
     responses(
         (status = 201, description = "The scheduled backup", body = Backup, headers(("Location" = String))),

@@ -91,6 +91,15 @@ pub struct RestorePath {
     pub restore: svalbard_core::ids::RestoreId,
 }
 
+/// The `Idempotency-Key` header of creates (documentation; read by `IdempotencyKey`).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyHeader {
+    /// Makes the create safe to retry: the same key and body get the first answer again.
+    #[param(rename = "Idempotency-Key")]
+    pub idempotency_key: Option<String>,
+}
+
 /// Paging of lists (documentation; parsed by `ListQuery`).
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -13,7 +13,7 @@ use svalbard_core::repo::planets::{self, Connection, NewPlanet, PlanetPatch};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::{Paging, PlanetPath, ProjectPath, location};
+use super::{IdempotencyHeader, Paging, PlanetPath, ProjectPath, location};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, ListQuery};
@@ -141,7 +141,7 @@ fn planet_path(t: TenantId, p: ProjectId, id: PlanetId) -> String {
     request_body = CreatePlanet,
     params(
         ProjectPath,
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes the create safe to retry"),
+        IdempotencyHeader,
     ),
     responses(
         (status = 201, description = "The planet", body = Planet, headers(("Location" = String))),

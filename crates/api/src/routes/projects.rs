@@ -7,7 +7,7 @@ use svalbard_core::repo::projects;
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::{Paging, ProjectPath, TenantPath, location, optional_text};
+use super::{IdempotencyHeader, Paging, ProjectPath, TenantPath, location, optional_text};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, ListQuery};
@@ -38,7 +38,7 @@ pub struct CreateProject {
     request_body = CreateProject,
     params(
         TenantPath,
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes the create safe to retry"),
+        IdempotencyHeader,
     ),
     responses(
         (status = 201, description = "The project", body = Project, headers(("Location" = String))),

@@ -12,7 +12,7 @@ use svalbard_core::restore::Restore;
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::{BackupPath, Paging, PlanetPath, RestorePath, location};
+use super::{BackupPath, IdempotencyHeader, Paging, PlanetPath, RestorePath, location};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ListQuery, OptionalJson};
@@ -59,7 +59,7 @@ fn restore_path(p: &RestorePath) -> String {
 #[utoipa::path(
     tag = "restores",
     request_body(content = Option<CreateRestore>, description = "All fields optional; the body may be empty"),
-    params(BackupPath, ("Idempotency-Key" = Option<String>, Header, description = "Makes the create safe to retry")),
+    params(BackupPath, IdempotencyHeader),
     responses(
         (status = 202, description = "The scheduled restore", body = Restore, headers(("Location" = String))),
         (status = 409, description = "The backup is not restorable, or the target is busy", body = crate::error::Problem, content_type = "application/problem+json"),

@@ -7,7 +7,7 @@ use svalbard_core::repo::tenants;
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::{Paging, TenantPath, location, optional_text};
+use super::{IdempotencyHeader, Paging, TenantPath, location, optional_text};
 use crate::auth::Auth;
 use crate::error::ApiResult;
 use crate::extract::{Json, ListQuery};
@@ -36,7 +36,7 @@ pub struct CreateTenant {
 #[utoipa::path(
     tag = "tenants",
     request_body = CreateTenant,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes the create safe to retry")),
+    params(IdempotencyHeader),
     responses(
         (status = 201, description = "The tenant", body = Tenant, headers(("Location" = String))),
         (status = 409, description = "A tenant with this name exists", body = crate::error::Problem, content_type = "application/problem+json"),
