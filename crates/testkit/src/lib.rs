@@ -130,6 +130,23 @@ pub fn storage(config: &Config) -> svalbard_core::storage::Storage {
     svalbard_core::storage::Storage::new(&config.s3)
 }
 
+/// A whole object of the test bucket, read into memory (tests only read small ones).
+pub async fn object(storage: &svalbard_core::storage::Storage, key: &str) -> Vec<u8> {
+    let out = storage
+        .client
+        .get_object()
+        .bucket(&storage.bucket)
+        .key(key)
+        .send()
+        .await;
+    let out = out.unwrap_or_else(|e| panic!("GetObject {key}: {}", aws_sdk_s3::error::DisplayErrorContext(e)));
+    out.body
+        .collect()
+        .await
+        .map(|b| b.into_bytes().to_vec())
+        .unwrap_or_else(|e| panic!("reading {key}: {e}"))
+}
+
 /// Fails loudly when the tests that need object storage run without one.
 pub fn require_s3() {
     assert!(

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use tokio::process::Command;
 
@@ -123,20 +123,8 @@ pub async fn query(conn: &ConnParams, database: Option<&str>, sql: &str) -> anyh
     if let Some(db) = database {
         cmd.arg(format!("--database={db}"));
     }
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .context("cannot run the mariadb client")?;
-    if !out.status.success() {
-        bail!(
-            "MySQL at {}:{}: {}",
-            conn.host,
-            conn.port,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    let target = format!("MySQL at {}:{}", conn.host, conn.port);
+    crate::process::run_client(cmd, "the mariadb client", &target).await
 }
 
 /// Quotes an identifier.

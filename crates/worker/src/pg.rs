@@ -272,24 +272,10 @@ pub async fn psql(conn: &ConnParams, sql: &str) -> anyhow::Result<String> {
         "ON_ERROR_STOP=1",
         "--command",
         sql,
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    ]);
     apply_conn(&mut cmd, conn);
-    let out = cmd
-        .output()
-        .await
-        .context("cannot run psql (is the PostgreSQL client installed?)")?;
-    if !out.status.success() {
-        bail!(
-            "PostgreSQL at {}:{} (database {}): {}",
-            conn.host,
-            conn.port,
-            conn.database,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    let target = format!("PostgreSQL at {}:{} (database {})", conn.host, conn.port, conn.database);
+    crate::process::run_client(cmd, "psql", &target).await
 }
 
 /// Quotes an SQL identifier.

@@ -8,6 +8,22 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, ReadBuf};
 use tokio::process::{ChildStdout, Command};
 use tokio::task::JoinHandle;
 
+/// Runs a client tool to completion: its trimmed stdout, or an error that names `target` and
+/// carries the tool's stderr.
+pub async fn run_client(mut cmd: Command, tool: &str, target: &str) -> anyhow::Result<String> {
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .await
+        .with_context(|| format!("cannot run {tool} (is the client installed?)"))?;
+    if !out.status.success() {
+        anyhow::bail!("{target}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
 /// Most of a tool's stderr kept for the error message.
 const STDERR_KEPT: usize = 16 * 1024;
 

@@ -156,18 +156,6 @@ impl Drop for TempDir {
     }
 }
 
-async fn get_object(storage: &Storage, key: &str) -> Vec<u8> {
-    let resp = storage
-        .client
-        .get_object()
-        .bucket(&storage.bucket)
-        .key(key)
-        .send()
-        .await
-        .unwrap();
-    resp.body.collect().await.unwrap().into_bytes().to_vec()
-}
-
 async fn object_exists(storage: &Storage, key: &str) -> bool {
     match storage
         .client
@@ -185,17 +173,12 @@ async fn object_exists(storage: &Storage, key: &str) -> bool {
 
 /// Upload ids of the multipart uploads in progress under `prefix`.
 async fn uploads_under(storage: &Storage, prefix: &str) -> Vec<String> {
-    let out = storage
-        .client
-        .list_multipart_uploads()
-        .bucket(&storage.bucket)
-        .prefix(prefix)
-        .send()
+    storage
+        .list_uploads(prefix)
         .await
-        .unwrap();
-    out.uploads()
-        .iter()
-        .filter_map(|u| u.upload_id().map(str::to_owned))
+        .unwrap()
+        .into_iter()
+        .map(|(_, id)| id)
         .collect()
 }
 
@@ -275,7 +258,7 @@ async fn postgres_dump_round_trips_through_s3_and_standard_tools() {
     assert_eq!(progress.load(Ordering::Relaxed), outcome.uncompressed_bytes);
     assert!(outcome.size_bytes < outcome.uncompressed_bytes, "{outcome:?}");
 
-    let archive = get_object(&storage, &key).await;
+    let archive = svalbard_testkit::object(&storage, &key).await;
     assert_eq!(archive.len() as u64, outcome.size_bytes);
     assert_eq!(sha256_hex(&archive), outcome.sha256_hex);
     let (read_back, header_len) = read_header(&archive).unwrap().expect("no Svalbard header");
@@ -508,7 +491,7 @@ async fn empty_input_gives_a_valid_archive() {
     assert_eq!(outcome.parts, 1);
     assert_eq!(outcome.uncompressed_bytes, 0);
 
-    let archive = get_object(&storage, &key).await;
+    let archive = svalbard_testkit::object(&storage, &key).await;
     assert_eq!(archive.len() as u64, outcome.size_bytes);
     assert_eq!(sha256_hex(&archive), outcome.sha256_hex);
     assert_eq!(read_header(&archive).unwrap().unwrap().0, header);

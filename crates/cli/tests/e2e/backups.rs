@@ -96,17 +96,8 @@ async fn backup_download_and_restore_round_trip() {
     assert!(uploads.is_empty());
     assert_eq!(keys.iter().filter(|k| k.ends_with(".svb.zst")).count(), 1, "{keys:?}");
     let manifest_key = keys.iter().find(|k| k.ends_with("manifest.json")).expect("no manifest");
-    let manifest = env
-        .storage
-        .client
-        .get_object()
-        .bucket(&env.storage.bucket)
-        .key(manifest_key)
-        .send()
-        .await
-        .unwrap();
     let manifest: serde_json::Value =
-        serde_json::from_slice(&manifest.body.collect().await.unwrap().into_bytes()).unwrap();
+        serde_json::from_slice(&svalbard_testkit::object(&env.storage, manifest_key).await).unwrap();
     assert_eq!(manifest["checksum"], b["checksum"]);
     assert_eq!(manifest["sizeBytes"], b["sizeBytes"]);
 

@@ -183,15 +183,17 @@ async fn mariadb_wrong_password_and_corrupted_archive_are_refused() {
 
     let planet = env.mysql_planet("open", &src, None).await;
     let id = env.start_backup(&planet).await["id"].as_str().unwrap().to_owned();
-    let b = env.wait_status(&id, "succeeded", MINUTE).await;
-    let (keys, _) = env.leftovers(&b).await;
-    let key = keys.iter().find(|k| k.ends_with(".svb.zst")).unwrap();
-    let s = &env.storage;
-    let obj = s.client.get_object().bucket(&s.bucket).key(key).send().await.unwrap();
-    let mut bytes = obj.body.collect().await.unwrap().into_bytes().to_vec();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x01;
-    s.put(key, bytes, "application/zstd").await.unwrap();
+    env.wait_status(&id, "succeeded", MINUTE).await;
+    env.rewrite_archive(
+        &id,
+        |mut bytes| {
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0x01;
+            bytes
+        },
+        false,
+    )
+    .await;
     let target = fresh("myc");
     let r = env
         .app

@@ -34,13 +34,11 @@ impl Env {
     }
 
     /// Replaces the stored archive of a backup, keeping the catalog's checksum unless told.
-    async fn rewrite_archive(&self, backup: &str, edit: impl FnOnce(Vec<u8>) -> Vec<u8>, recatalog: bool) {
+    pub(crate) async fn rewrite_archive(&self, backup: &str, edit: impl FnOnce(Vec<u8>) -> Vec<u8>, recatalog: bool) {
         let b = self.backup(backup).await;
         let (keys, _) = self.leftovers(&b).await;
         let key = keys.iter().find(|k| k.ends_with(".svb.zst")).unwrap();
-        let s = &self.storage;
-        let obj = s.client.get_object().bucket(&s.bucket).key(key).send().await.unwrap();
-        let bytes = edit(obj.body.collect().await.unwrap().into_bytes().to_vec());
+        let bytes = edit(svalbard_testkit::object(&self.storage, key).await);
         if recatalog {
             use sha2::Digest as _;
             sqlx::query("UPDATE backups SET checksum = $2 WHERE id = $1::uuid")
@@ -50,7 +48,7 @@ impl Env {
                 .await
                 .unwrap();
         }
-        s.put(key, bytes, "application/zstd").await.unwrap();
+        self.storage.put(key, bytes, "application/zstd").await.unwrap();
     }
 }
 
