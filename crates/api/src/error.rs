@@ -22,6 +22,9 @@ pub struct Problem {
     /// The invalid fields, for validation problems.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// The tenant limit that was reached: `concurrentJobs`, `backups` or `storedBytes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<&'static str>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +51,13 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     TooManyRequests(String),
+    /// A tenant limit: 429 while it is a matter of waiting, 409 when something must be deleted.
+    #[error("{message}")]
+    LimitReached {
+        limit: &'static str,
+        message: String,
+        busy: bool,
+    },
     #[error("{0}")]
     BadGateway(String),
     #[error("{0}")]
@@ -74,6 +84,8 @@ impl ApiError {
             Self::PayloadTooLarge(_) => ("payload-too-large", "Payload Too Large"),
             Self::UnsupportedMediaType(_) => ("unsupported-media-type", "Unsupported Media Type"),
             Self::TooManyRequests(_) => ("limit-reached", "Too Many Requests"),
+            Self::LimitReached { busy: true, .. } => ("limit-reached", "Too Many Requests"),
+            Self::LimitReached { busy: false, .. } => ("quota-exceeded", "Quota Exceeded"),
             Self::BadGateway(_) => ("upstream-unavailable", "Bad Gateway"),
             Self::Unavailable(_) => ("unavailable", "Service Unavailable"),
             Self::Internal(_) => ("internal", "Internal Server Error"),
@@ -100,6 +112,10 @@ impl ApiError {
                 Self::Validation(errors) => errors.clone(),
                 _ => Vec::new(),
             },
+            limit: match self {
+                Self::LimitReached { limit, .. } => Some(limit),
+                _ => None,
+            },
         }
     }
 }
@@ -118,7 +134,8 @@ impl ResponseError for ApiError {
             Self::IdempotencyMismatch(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyRequests(_) | Self::LimitReached { busy: true, .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::LimitReached { busy: false, .. } => StatusCode::CONFLICT,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -142,6 +159,9 @@ impl ResponseError for ApiError {
             Self::MethodNotAllowed { allow, .. } => {
                 res.insert_header((header::ALLOW, allow.clone()));
             }
+            Self::LimitReached { busy: true, .. } => {
+                res.insert_header((header::RETRY_AFTER, "30"));
+            }
             _ => {}
         }
         res.json(self.problem())
@@ -155,6 +175,7 @@ impl From<Error> for ApiError {
             Error::Conflict(msg) => Self::Conflict(msg),
             Error::Validation(errors) => Self::Validation(errors),
             Error::Unavailable(msg) => Self::BadGateway(msg),
+            Error::LimitReached { limit, message, busy } => Self::LimitReached { limit, message, busy },
             Error::Database(db) => Self::Internal(db.into()),
             Error::Other(other) => Self::Internal(other),
         }

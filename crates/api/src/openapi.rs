@@ -23,6 +23,7 @@ use crate::error::{PROBLEM_JSON, Problem};
         (name = "planets", description = "Planets: the databases Svalbard backs up"),
         (name = "backups", description = "Backups of planets, their archives and maintenance status"),
         (name = "restores", description = "Restores of stored backups into planets"),
+        (name = "schedules", description = "Backup schedules of planets and their retention policies"),
         (name = "operations", description = "Health, readiness and metrics"),
     ),
 )]

@@ -29,7 +29,8 @@ fn api_v1(cfg: &mut ServiceConfig) {
         .configure(routes::projects::configure)
         .configure(routes::planets::configure)
         .configure(routes::backups::configure)
-        .configure(routes::restores::configure);
+        .configure(routes::restores::configure)
+        .configure(routes::schedules::configure);
 }
 
 /// The OpenAPI document of every route, built the same way the server registers them.

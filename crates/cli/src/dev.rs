@@ -14,7 +14,7 @@ use sqlx::Connection as _;
 use svalbard_core::auth::{Role, mint_hs256};
 use svalbard_core::config::Config;
 use svalbard_core::crypto::KeyRing;
-use svalbard_core::domain::Name;
+use svalbard_core::domain::{Name, TenantLimits};
 use svalbard_core::repo::tenants;
 
 const LOCAL_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
@@ -64,7 +64,7 @@ pub async fn run(file: Option<&Path>, data_dir: &Path, private: bool) -> anyhow:
     let demo = Name::parse("name", "demo").map_err(|e| anyhow::anyhow!(e.message))?;
     let tenant = match tenants::find_by_name(&pool, &demo).await? {
         Some(t) => t,
-        None => tenants::create(&pool, &demo, Some("Demo tenant")).await?,
+        None => tenants::create(&pool, &demo, Some("Demo tenant"), TenantLimits::default()).await?,
     };
     let ttl = Duration::from_secs(7 * 86_400);
     let admin = mint_hs256(&config.auth, "dev", &tenant.id.to_string(), Role::Admin, ttl)?;

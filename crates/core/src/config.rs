@@ -19,6 +19,7 @@ pub struct Config {
     pub s3: S3Config,
     pub worker: WorkerConfig,
     pub limits: LimitsConfig,
+    pub maintenance: MaintenanceConfig,
     pub log: LogConfig,
 }
 
@@ -127,6 +128,33 @@ pub struct LimitsConfig {
     pub json_body_bytes: usize,
     /// Largest uploaded archive, in bytes.
     pub upload_bytes: u64,
+    /// Backups and restores a tenant may have queued or running at once (0: no limit).
+    pub tenant_concurrent_jobs: i64,
+    /// Bytes of archives a tenant may store (0: no limit).
+    pub tenant_stored_bytes: i64,
+    /// Backups a tenant may keep, counting those in progress (0: no limit).
+    pub tenant_backups: i64,
+}
+
+/// The periodic work every worker shares: the scheduler, retention and the reaper. Each task
+/// runs on one worker at a time, at most once per interval across the fleet.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceConfig {
+    /// Whether this process runs the periodic tasks at all.
+    pub enabled: bool,
+    /// How often due schedules are looked for.
+    pub schedule_tick_secs: u64,
+    /// How often retention is applied to every planet (it also runs after each backup).
+    pub retention_every_secs: u64,
+    /// How often the reaper sweeps the bucket.
+    pub reaper_every_secs: u64,
+    /// Unfinished multipart uploads older than this are aborted.
+    pub stale_upload_secs: u64,
+    /// Objects without a catalog row are deleted once older than this.
+    pub orphan_grace_secs: u64,
+    /// Stored archives checked for presence per sweep, least recently checked first.
+    pub verify_batch: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -197,7 +225,22 @@ fn defaults() -> serde_json::Value {
             zstd_level: 1,
             pg_bin_roots: vec!["/usr/lib/postgresql".into(), "/usr/pgsql".into()],
         },
-        "limits": LimitsConfig { json_body_bytes: 256 * 1024, upload_bytes: 10 * 1024 * 1024 * 1024 },
+        "limits": LimitsConfig {
+            json_body_bytes: 256 * 1024,
+            upload_bytes: 10 * 1024 * 1024 * 1024,
+            tenant_concurrent_jobs: 16,
+            tenant_stored_bytes: 0,
+            tenant_backups: 0,
+        },
+        "maintenance": MaintenanceConfig {
+            enabled: true,
+            schedule_tick_secs: 15,
+            retention_every_secs: 15 * 60,
+            reaper_every_secs: 3600,
+            stale_upload_secs: 24 * 3600,
+            orphan_grace_secs: 3600,
+            verify_batch: 500,
+        },
         "log": LogConfig { format: "pretty".into(), filter: "info".into() },
     })
 }

@@ -172,7 +172,45 @@ pub struct Tenant {
     #[schema(value_type = String)]
     pub name: String,
     pub display_name: Option<String>,
+    /// The tenant's own limits; an absent one is the service's configured default.
+    #[sqlx(flatten)]
+    pub limits: TenantLimits,
     pub created_at: DateTime<Utc>,
+}
+
+/// Per-tenant limits. Past one, creating a backup or restore answers 429 (`concurrentJobs`) or
+/// 409 (`backups`, `storedBytes`) naming it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TenantLimits {
+    /// Backups and restores queued or running at once.
+    #[sqlx(rename = "max_concurrent_jobs")]
+    pub concurrent_jobs: Option<i32>,
+    /// Bytes of stored archives.
+    #[sqlx(rename = "max_stored_bytes")]
+    pub stored_bytes: Option<i64>,
+    /// Backups kept, counting those in progress.
+    #[sqlx(rename = "max_backups")]
+    pub backups: Option<i32>,
+}
+
+impl TenantLimits {
+    /// Field errors, named under `limits.`.
+    #[must_use]
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        let positive = [
+            ("limits.concurrentJobs", self.concurrent_jobs.map(i64::from)),
+            ("limits.storedBytes", self.stored_bytes),
+            ("limits.backups", self.backups.map(i64::from)),
+        ];
+        for (field, v) in positive {
+            if v.is_some_and(|n| n < 1) {
+                errors.push(FieldError::new(field, "must be at least 1 (leave it out for the default)"));
+            }
+        }
+        errors
+    }
 }
 
 /// A project groups the planets of a tenant.

@@ -30,6 +30,14 @@ pub enum Error {
     Validation(Vec<FieldError>),
     #[error("{0}")]
     Unavailable(String),
+    /// A per-tenant limit would be exceeded. `busy`: it frees itself as jobs finish (try again
+    /// later); otherwise something stored must go first.
+    #[error("{message}")]
+    LimitReached {
+        limit: &'static str,
+        message: String,
+        busy: bool,
+    },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     #[error(transparent)]

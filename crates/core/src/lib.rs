@@ -15,6 +15,8 @@ pub mod jobs;
 pub mod page;
 pub mod repo;
 pub mod restore;
+pub mod retention;
+pub mod schedule;
 pub mod storage;
 
 pub use error::{Error, FieldError, Result};

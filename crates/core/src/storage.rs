@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
+use chrono::{DateTime, Utc};
 use aws_sdk_s3::config::{Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::presigning::PresigningConfig;
 use secrecy::ExposeSecret;
@@ -28,6 +29,26 @@ where
         SdkError::TimeoutError(_) => "no answer in time".into(),
         other => aws_sdk_s3::error::DisplayErrorContext(other).to_string(),
     }
+}
+
+/// An unfinished multipart upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    pub key: String,
+    pub upload_id: String,
+    pub initiated: Option<DateTime<Utc>>,
+}
+
+/// An object as a listing shows it.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub key: String,
+    pub last_modified: Option<DateTime<Utc>>,
+    pub size: i64,
+}
+
+fn to_chrono(t: &aws_sdk_s3::primitives::DateTime) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(t.secs(), t.subsec_nanos())
 }
 
 /// Longest lifetime of a pre-signed URL that S3 accepts.
@@ -141,51 +162,119 @@ impl Storage {
         Ok(keys)
     }
 
-    /// Multipart uploads under `prefix` that were started and never completed: `(key, upload id)`.
+    /// Multipart uploads under `prefix` that were started and never completed.
     /// A store that does not implement the listing (some embedded ones) has none to show.
-    pub async fn list_uploads(&self, prefix: &str) -> anyhow::Result<Vec<(String, String)>> {
+    pub async fn list_uploads(&self, prefix: &str) -> anyhow::Result<Vec<Upload>> {
         use aws_sdk_s3::error::ProvideErrorMetadata as _;
-        let out = match self
+        let mut uploads = Vec::new();
+        let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
+        loop {
+            let out = match self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(id_marker.take())
+                .send()
+                .await
+            {
+                Ok(out) => out,
+                Err(e) if e.code() == Some("NotImplemented") => return Ok(uploads),
+                Err(e) => return Err(self.error("listing multipart uploads", e)),
+            };
+            uploads.extend(out.uploads().iter().filter_map(|u| {
+                Some(Upload {
+                    key: u.key()?.to_owned(),
+                    upload_id: u.upload_id()?.to_owned(),
+                    initiated: u.initiated().and_then(to_chrono),
+                })
+            }));
+            if out.is_truncated() != Some(true) || out.next_key_marker().is_none() {
+                return Ok(uploads);
+            }
+            key_marker = out.next_key_marker().map(str::to_owned);
+            id_marker = out.next_upload_id_marker().map(str::to_owned);
+        }
+    }
+
+    /// One page (up to 1000) of the objects under `prefix`, and the token of the next page.
+    pub async fn list_page(&self, prefix: &str, token: Option<String>) -> anyhow::Result<(Vec<Listed>, Option<String>)> {
+        let out = self
             .client
-            .list_multipart_uploads()
+            .list_objects_v2()
             .bucket(&self.bucket)
             .prefix(prefix)
+            .set_continuation_token(token)
             .send()
             .await
-        {
-            Ok(out) => out,
-            Err(e) if e.code() == Some("NotImplemented") => return Ok(Vec::new()),
-            Err(e) => return Err(self.error("listing multipart uploads", e)),
-        };
-        Ok(out
-            .uploads()
+            .map_err(|e| self.error("listing objects", e))?;
+        let items = out
+            .contents()
             .iter()
-            .filter_map(|u| Some((u.key()?.to_owned(), u.upload_id()?.to_owned())))
-            .collect())
+            .filter_map(|o| {
+                Some(Listed {
+                    key: o.key()?.to_owned(),
+                    last_modified: o.last_modified().and_then(to_chrono),
+                    size: o.size().unwrap_or(0),
+                })
+            })
+            .collect();
+        let next = if out.is_truncated() == Some(true) {
+            out.next_continuation_token().map(str::to_owned)
+        } else {
+            None
+        };
+        Ok((items, next))
+    }
+
+    /// Whether an object exists: `Ok(false)` only when the store says it does not.
+    pub async fn exists(&self, key: &str) -> anyhow::Result<bool> {
+        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(aws_sdk_s3::operation::head_object::HeadObjectError::is_not_found) => Ok(false),
+            Err(e) => Err(self.error("reading an object's metadata", e)),
+        }
+    }
+
+    pub async fn delete(&self, key: &str) -> anyhow::Result<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.error("deleting an object", e))?;
+        Ok(())
+    }
+
+    pub async fn abort_upload(&self, key: &str, upload_id: &str) -> anyhow::Result<()> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+            .map_err(|e| self.error("aborting a multipart upload", e))?;
+        Ok(())
+    }
+
+    /// Where every object of the tenants lives.
+    #[must_use]
+    pub fn tenants_root(&self) -> String {
+        self.prefixed("tenants/".into())
     }
 
     /// Removes everything under `prefix`: unfinished uploads and objects. Idempotent.
     pub async fn clear(&self, prefix: &str) -> anyhow::Result<usize> {
         let mut removed = 0;
-        for (key, id) in self.list_uploads(prefix).await? {
-            self.client
-                .abort_multipart_upload()
-                .bucket(&self.bucket)
-                .key(&key)
-                .upload_id(&id)
-                .send()
-                .await
-                .map_err(|e| self.error("aborting a multipart upload", e))?;
+        for u in self.list_uploads(prefix).await? {
+            self.abort_upload(&u.key, &u.upload_id).await?;
             removed += 1;
         }
         for key in self.list_keys(prefix).await? {
-            self.client
-                .delete_object()
-                .bucket(&self.bucket)
-                .key(&key)
-                .send()
-                .await
-                .map_err(|e| self.error("deleting an object", e))?;
+            self.delete(&key).await?;
             removed += 1;
         }
         Ok(removed)

@@ -178,7 +178,7 @@ async fn uploads_under(storage: &Storage, prefix: &str) -> Vec<String> {
         .await
         .unwrap()
         .into_iter()
-        .map(|(_, id)| id)
+        .map(|u| u.upload_id)
         .collect()
 }
 

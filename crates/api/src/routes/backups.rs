@@ -1,5 +1,5 @@
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
+use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use svalbard_core::FieldError;
@@ -9,7 +9,7 @@ use svalbard_core::domain::{PlanetClass, check};
 use svalbard_core::ids::{BackupId, ProjectId, TenantId};
 use svalbard_core::page::Page;
 use svalbard_core::repo::backups::{self, NewBackup};
-use svalbard_core::repo::restores;
+use svalbard_core::repo::{restores, retention};
 use svalbard_core::restore::RestoreStatus;
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -17,7 +17,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use super::{BackupPath, IdempotencyHeader, Paging, PlanetPath, ProjectPath, StatusFilter, location, optional_text};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ListQuery, OptionalJson};
+use crate::extract::{Json, ListQuery, OptionalJson};
 use crate::idempotency::{IdempotencyKey, Reply};
 use crate::state::State;
 
@@ -26,6 +26,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(list_planet_backups)
         .service(list_project_backups)
         .service(get_backup)
+        .service(update_backup)
         .service(delete_backup)
         .service(archive)
         .service(maintenance);
@@ -71,7 +72,8 @@ fn backup_path(t: TenantId, p: ProjectId, b: BackupId) -> String {
     ),
     responses(
         (status = 201, description = "The scheduled backup", body = Backup, headers(("Location" = String))),
-        (status = 409, description = "A backup of this planet is already in progress", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A backup of this planet is already in progress, or the tenant's `backups` or `storedBytes` limit is reached (`limit` names it)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The tenant's limit of concurrent jobs is reached; `limit` names it", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
 )]
 #[post("/tenants/{tenantId}/projects/{projectId}/planets/{planetId}/backups")]
@@ -119,6 +121,7 @@ async fn create_backup(
         retention_days: body.retention_period_in_days,
         metadata,
         max_attempts: state.config.worker.max_attempts,
+        limits: (&state.config.limits).into(),
     };
     idem.run(&state, &auth, &body, || async {
         let storage = &state.storage;
@@ -202,6 +205,45 @@ async fn get_backup(state: State, auth: Auth, path: web::Path<BackupPath>) -> Ap
         backup,
     } = path.into_inner();
     let tenant = auth.tenant(tenant)?;
+    Ok(HttpResponse::Ok().json(backups::get(&state.pool, tenant, project, backup).await?))
+}
+
+/// Changes to a backup.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateBackup {
+    /// A pinned backup is never expired by retention.
+    pub pinned: Option<bool>,
+}
+
+/// Pins or unpins a backup (admin). Pinning an expired or deleted backup is a conflict.
+#[utoipa::path(
+    tag = "backups",
+    request_body(content = UpdateBackup, content_type = "application/merge-patch+json"),
+    params(
+        BackupPath,
+    ),
+    responses(
+        (status = 200, description = "The backup", body = Backup),
+        (status = 409, description = "The backup's archive is gone or going", body = crate::error::Problem, content_type = "application/problem+json"),
+    ),
+)]
+#[patch("/tenants/{tenantId}/projects/{projectId}/backups/{backupId}")]
+async fn update_backup(
+    state: State,
+    auth: Auth,
+    path: web::Path<BackupPath>,
+    Json(body): Json<UpdateBackup>,
+) -> ApiResult<HttpResponse> {
+    let BackupPath {
+        tenant,
+        project,
+        backup,
+    } = path.into_inner();
+    let tenant = auth.tenant_with(tenant, Role::Admin)?;
+    if let Some(pinned) = body.pinned {
+        retention::set_pinned(&state.pool, tenant, project, backup, pinned).await?;
+    }
     Ok(HttpResponse::Ok().json(backups::get(&state.pool, tenant, project, backup).await?))
 }
 

@@ -5,6 +5,7 @@ pub mod ops;
 pub mod planets;
 pub mod projects;
 pub mod restores;
+pub mod schedules;
 pub mod tenants;
 
 use serde::Deserialize;

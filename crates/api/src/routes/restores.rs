@@ -63,6 +63,7 @@ fn restore_path(p: &RestorePath) -> String {
     responses(
         (status = 202, description = "The scheduled restore", body = Restore, headers(("Location" = String))),
         (status = 409, description = "The backup is not restorable, or the target is busy", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The tenant's limit of concurrent jobs is reached; `limit` names it", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
 )]
 #[post("/tenants/{tenantId}/projects/{projectId}/backups/{backupId}/restores")]
@@ -109,6 +110,7 @@ async fn restore_backup(
         source_backup: Some(backup),
         upload: None,
         max_attempts: state.config.worker.max_attempts,
+        limits: (&state.config.limits).into(),
     };
     idem.run(&state, &auth, &body, || async {
         let r = restores::create(&state.pool, tenant, project, new).await?;
@@ -170,6 +172,7 @@ fn file_name(raw: Option<&str>) -> String {
     responses(
         (status = 202, description = "The scheduled restore", body = Restore, headers(("Location" = String))),
         (status = 409, description = "A backup or restore of the planet is in progress", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The tenant's limit of concurrent jobs is reached; `limit` names it", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 413, description = "The upload is larger than the configured limit", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
 )]
@@ -249,6 +252,7 @@ async fn restore_upload(
         source_backup: None,
         upload: Some((key, file, i64::try_from(size).unwrap_or(i64::MAX))),
         max_attempts: state.config.worker.max_attempts,
+        limits: (&state.config.limits).into(),
     };
     match restores::create_with_id(&state.pool, tenant, project, id, new).await {
         Ok(r) => {

@@ -1,7 +1,7 @@
-use actix_web::{HttpResponse, delete, get, post, web};
+use actix_web::{HttpResponse, delete, get, patch, post, web};
 use serde::{Deserialize, Serialize};
 use svalbard_core::auth::Role;
-use svalbard_core::domain::{Name, Tenant, check};
+use svalbard_core::domain::{Name, Tenant, TenantLimits, check};
 use svalbard_core::page::Page;
 use svalbard_core::repo::tenants;
 use utoipa::ToSchema;
@@ -18,6 +18,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(create_tenant)
         .service(list_tenants)
         .service(get_tenant)
+        .service(update_tenant)
         .service(delete_tenant);
 }
 
@@ -30,6 +31,17 @@ pub struct CreateTenant {
     pub name: String,
     /// Free text shown to people, up to 200 characters.
     pub display_name: Option<String>,
+    /// Limits of this tenant; absent ones are the service's defaults.
+    pub limits: Option<TenantLimits>,
+}
+
+/// Changes to a tenant; absent fields stay.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateTenant {
+    pub display_name: Option<String>,
+    /// Replaces all of the tenant's limits; a limit left out returns to the default.
+    pub limits: Option<TenantLimits>,
 }
 
 /// Creates a tenant (platform administrators).
@@ -53,10 +65,12 @@ async fn create_tenant(
     let mut errors = Vec::new();
     let name = Name::parse("name", &body.name).map_err(|e| errors.push(e)).ok();
     let display = optional_text(&mut errors, "displayName", body.display_name.as_deref(), 200);
+    let limits = body.limits.unwrap_or_default();
+    errors.extend(limits.validate());
     check(errors)?;
     let name = name.ok_or_else(|| crate::error::ApiError::invalid("name", "is invalid"))?;
     idem.run(&state, &auth, &body, || async {
-        let t = tenants::create(&state.pool, &name, display.as_deref()).await?;
+        let t = tenants::create(&state.pool, &name, display.as_deref(), limits).await?;
         Ok(Reply::created(location(&state, &format!("/tenants/{}", t.id)), t))
     })
     .await
@@ -86,6 +100,32 @@ async fn list_tenants(state: State, auth: Auth, q: ListQuery) -> ApiResult<HttpR
 async fn get_tenant(state: State, auth: Auth, path: web::Path<TenantPath>) -> ApiResult<HttpResponse> {
     let tenant = auth.tenant(path.into_inner().tenant)?;
     Ok(HttpResponse::Ok().json(tenants::get(&state.pool, tenant).await?))
+}
+
+/// Changes a tenant's display name or limits (platform administrators).
+#[utoipa::path(
+    tag = "tenants",
+    request_body(content = UpdateTenant, content_type = "application/merge-patch+json"),
+    params(TenantPath),
+    responses((status = 200, description = "The tenant", body = Tenant)),
+)]
+#[patch("/tenants/{tenantId}")]
+async fn update_tenant(
+    state: State,
+    auth: Auth,
+    path: web::Path<TenantPath>,
+    Json(body): Json<UpdateTenant>,
+) -> ApiResult<HttpResponse> {
+    let tenant = auth.tenant(path.into_inner().tenant)?;
+    auth.platform(Role::Admin)?;
+    let mut errors = Vec::new();
+    let display = optional_text(&mut errors, "displayName", body.display_name.as_deref(), 200);
+    if let Some(l) = &body.limits {
+        errors.extend(l.validate());
+    }
+    check(errors)?;
+    let display = body.display_name.as_ref().map(|_| display.as_deref());
+    Ok(HttpResponse::Ok().json(tenants::update(&state.pool, tenant, display, body.limits).await?))
 }
 
 /// Deletes a tenant with its projects and planets; refused (409) while it has backups.

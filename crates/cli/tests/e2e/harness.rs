@@ -182,7 +182,7 @@ impl Env {
     }
 
     /// Object keys and unfinished multipart uploads under a backup's folder.
-    pub async fn leftovers(&self, backup: &Value) -> (Vec<String>, Vec<(String, String)>) {
+    pub async fn leftovers(&self, backup: &Value) -> (Vec<String>, Vec<svalbard_core::storage::Upload>) {
         let prefix = self.storage.backup_prefix(
             backup["tenantId"].as_str().unwrap().parse().unwrap(),
             backup["projectId"].as_str().unwrap().parse().unwrap(),

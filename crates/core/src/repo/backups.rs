@@ -2,7 +2,7 @@
 //! job that owns the backup, so a worker that lost its claim cannot change it.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Acquire as _, PgConnection, PgPool};
 
 use crate::backup::{
     Backup, BackupStatus, Environment, Mechanism, Metadata, Method, Part, Progress, backup_name, retention_days,
@@ -12,6 +12,7 @@ use crate::error::{Error, Result, is_unique_violation};
 use crate::ids::{BackupId, JobId, PlanetId, ProjectId, TenantId};
 use crate::jobs::{self, NewJob};
 use crate::page::{Page, PageRequest};
+use crate::repo::limits::{self, Creating, Limits};
 
 pub const BACKUP_JOB: &str = "backup";
 pub const DELETE_JOB: &str = "delete-backup";
@@ -130,6 +131,7 @@ pub struct NewBackup {
     pub retention_days: Option<i32>,
     pub metadata: Metadata,
     pub max_attempts: i32,
+    pub limits: Limits,
 }
 
 fn initial_parts() -> Vec<Part> {
@@ -153,6 +155,22 @@ pub async fn create(
     new: NewBackup,
 ) -> Result<Backup> {
     let mut tx = pool.begin().await?;
+    let id = create_in(&mut tx, tenant, project, planet, prefix, &new, Utc::now()).await?;
+    tx.commit().await?;
+    get(pool, tenant, project, id).await
+}
+
+/// Inserts the backup and its job inside the caller's transaction (the scheduler's, which also
+/// advances the schedule). Refused past a tenant limit, or while the planet has a backup in flight.
+pub async fn create_in(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    project: ProjectId,
+    planet: PlanetId,
+    prefix: impl FnOnce(BackupId) -> String,
+    new: &NewBackup,
+    now: DateTime<Utc>,
+) -> Result<BackupId> {
     // The lock keeps the planet from being deleted under the new backup, and serialises this
     // create with a restore's, which takes it exclusively.
     let (planet_name, engine, class): (String, String, String) = sqlx::query_as(
@@ -161,14 +179,25 @@ pub async fn create(
     .bind(tenant)
     .bind(project)
     .bind(planet)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut *conn)
     .await?
     .ok_or(Error::NotFound("planet"))?;
+    if let Some((busy, status)) = sqlx::query_as::<_, (BackupId, String)>(
+        "SELECT id, status FROM backups WHERE planet_id = $1 AND status IN ('scheduled', 'running') LIMIT 1",
+    )
+    .bind(planet)
+    .fetch_optional(&mut *conn)
+    .await?
+    {
+        return Err(busy_conflict(busy, &status));
+    }
+    limits::check(conn, tenant, new.limits, Creating::Backup).await?;
     let class = new
         .planet_class
         .unwrap_or(class.parse().map_err(|_| corrupt("planet class"))?);
     let id = BackupId::new();
-    let now = Utc::now();
+    // A savepoint: losing the race for the planet must not abort the caller's transaction.
+    let mut sp = conn.begin().await?;
     let inserted = sqlx::query(
         "INSERT INTO backups (id, tenant_id, project_id, planet_id, name, engine, mechanism, method, temporary,
                               status, storage_prefix, stage, retention_days, metadata, parts, created_at)
@@ -189,26 +218,18 @@ pub async fn create(
     .bind(sqlx::types::Json(&new.metadata))
     .bind(sqlx::types::Json(initial_parts()))
     .bind(now)
-    .execute(&mut *tx)
+    .execute(&mut *sp)
     .await;
     if let Err(e) = inserted {
+        sp.rollback().await?;
         if is_unique_violation(&e, "backups_one_active") {
-            drop(tx);
-            let (busy, status): (BackupId, String) = sqlx::query_as(
-                "SELECT id, status FROM backups WHERE planet_id = $1 AND status IN ('scheduled', 'running') LIMIT 1",
-            )
-            .bind(planet)
-            .fetch_optional(pool)
-            .await?
-            .ok_or_else(|| Error::Conflict("another backup of this planet is in progress".into()))?;
-            return Err(Error::Conflict(format!(
-                "backup {busy} of this planet is already {status}; wait for it to finish"
-            )));
+            return Err(Error::Conflict("another backup of this planet is in progress".into()));
         }
         return Err(e.into());
     }
+    sp.commit().await?;
     jobs::enqueue(
-        &mut tx,
+        conn,
         &NewJob {
             tenant,
             kind: BACKUP_JOB,
@@ -218,8 +239,13 @@ pub async fn create(
         },
     )
     .await?;
-    tx.commit().await?;
-    get(pool, tenant, project, id).await
+    Ok(id)
+}
+
+fn busy_conflict(busy: BackupId, status: &str) -> Error {
+    Error::Conflict(format!(
+        "backup {busy} of this planet is already {status}; wait for it to finish"
+    ))
 }
 
 fn parse_status(status: Option<&str>) -> Result<Option<BackupStatus>> {

@@ -3,9 +3,12 @@
 
 pub mod backups;
 pub mod idempotency;
+pub mod limits;
 pub mod planets;
 pub mod projects;
 pub mod restores;
+pub mod retention;
+pub mod schedules;
 pub mod tenants;
 
 /// Maps a foreign-key violation (the parent vanished or never existed) to "not found".

@@ -90,6 +90,7 @@ pub struct NewRestore {
     pub source_backup: Option<BackupId>,
     pub upload: Option<(String, String, i64)>,
     pub max_attempts: i32,
+    pub limits: super::limits::Limits,
 }
 
 /// Refuses when a backup or restore of the planet is in progress. The caller holds the planet
@@ -137,7 +138,9 @@ pub async fn create_with_id(
     .ok_or(Error::NotFound("planet"))?;
     if let Some(backup) = new.source_backup {
         let (backup_engine, status): (String, String) =
-            sqlx::query_as("SELECT engine, status FROM backups WHERE tenant_id = $1 AND project_id = $2 AND id = $3")
+            sqlx::query_as(
+                "SELECT engine, status FROM backups WHERE tenant_id = $1 AND project_id = $2 AND id = $3 FOR SHARE",
+            )
                 .bind(tenant)
                 .bind(project)
                 .bind(backup)
@@ -157,6 +160,7 @@ pub async fn create_with_id(
         }
     }
     ensure_idle(&mut tx, new.target_planet).await?;
+    super::limits::check(&mut tx, tenant, new.limits, super::limits::Creating::Restore).await?;
     let (key, name, size) = new
         .upload
         .clone()

@@ -1,0 +1,258 @@
+//! Schedules, and the scheduler's claim: one transaction locks the due schedules, creates their
+//! backups and advances them to their next run, so any number of schedulers create exactly one
+//! backup per due time. After downtime the missed runs are coalesced into one backup.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+
+use crate::backup::{Mechanism, Metadata, Method};
+use crate::error::{Error, Result};
+use crate::ids::{BackupId, PlanetId, ProjectId, TenantId};
+use crate::repo::backups::{self, NewBackup};
+use crate::repo::limits::Limits;
+use crate::schedule::{NewSchedule, RetentionPolicy, Schedule, Spec};
+
+const COLUMNS: &str = "tenant_id, project_id, planet_id, cron, timezone, enabled, mechanism, retention, next_run_at,
+     last_run_at, last_outcome, last_backup_id, skipped_runs, created_at, updated_at";
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    tenant_id: TenantId,
+    project_id: ProjectId,
+    planet_id: PlanetId,
+    cron: String,
+    timezone: String,
+    enabled: bool,
+    mechanism: String,
+    retention: sqlx::types::Json<RetentionPolicy>,
+    next_run_at: Option<DateTime<Utc>>,
+    last_run_at: Option<DateTime<Utc>>,
+    last_outcome: Option<String>,
+    last_backup_id: Option<BackupId>,
+    skipped_runs: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl Row {
+    fn into_schedule(self) -> Result<Schedule> {
+        Ok(Schedule {
+            tenant_id: self.tenant_id,
+            project_id: self.project_id,
+            planet_id: self.planet_id,
+            cron: self.cron,
+            timezone: self.timezone,
+            enabled: self.enabled,
+            mechanism: self
+                .mechanism
+                .parse()
+                .map_err(|_| Error::Other(anyhow::anyhow!("stored schedule has an invalid mechanism")))?,
+            retention: self.retention.0,
+            next_run_at: self.next_run_at,
+            last_run_at: self.last_run_at,
+            last_outcome: self.last_outcome,
+            last_backup_id: self.last_backup_id,
+            skipped_runs: self.skipped_runs,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+/// Creates or replaces the planet's schedule; the next run is computed from `now`.
+pub async fn put(
+    pool: &PgPool,
+    tenant: TenantId,
+    project: ProjectId,
+    planet: PlanetId,
+    new: &NewSchedule,
+    now: DateTime<Utc>,
+) -> Result<(Schedule, bool)> {
+    super::planets::get(pool, tenant, project, planet).await?;
+    let next = new.enabled.then(|| new.spec.next_after(now)).flatten();
+    let (row, created): (Row, bool) = {
+        let row = sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO schedules (planet_id, tenant_id, project_id, cron, timezone, enabled, mechanism, retention, next_run_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (planet_id) DO UPDATE SET cron = $4, timezone = $5, enabled = $6, mechanism = $7,
+                    retention = $8, next_run_at = $9, updated_at = now()
+             RETURNING {COLUMNS}"
+        )))
+        .bind(planet)
+        .bind(tenant)
+        .bind(project)
+        .bind(&new.cron)
+        .bind(&new.timezone)
+        .bind(new.enabled)
+        .bind(new.mechanism.as_str())
+        .bind(sqlx::types::Json(&new.retention))
+        .bind(next)
+        .fetch_one(pool)
+        .await
+        .map_err(|e| super::fk_to_not_found(e, "planet"))?;
+        let created = row.created_at == row.updated_at;
+        (row, created)
+    };
+    Ok((row.into_schedule()?, created))
+}
+
+pub async fn get(pool: &PgPool, tenant: TenantId, project: ProjectId, planet: PlanetId) -> Result<Schedule> {
+    super::planets::get(pool, tenant, project, planet).await?;
+    sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM schedules WHERE tenant_id = $1 AND project_id = $2 AND planet_id = $3"
+    )))
+    .bind(tenant)
+    .bind(project)
+    .bind(planet)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(Error::NotFound("schedule"))?
+    .into_schedule()
+}
+
+pub async fn delete(pool: &PgPool, tenant: TenantId, project: ProjectId, planet: PlanetId) -> Result<()> {
+    super::planets::get(pool, tenant, project, planet).await?;
+    let n = sqlx::query("DELETE FROM schedules WHERE tenant_id = $1 AND project_id = $2 AND planet_id = $3")
+        .bind(tenant)
+        .bind(project)
+        .bind(planet)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    if n == 0 {
+        return Err(Error::NotFound("schedule"));
+    }
+    Ok(())
+}
+
+/// The retention policy of a planet and the time zone its days are counted in; the defaults
+/// when the planet has no schedule.
+pub async fn policy(conn: &mut PgConnection, planet: PlanetId) -> Result<(RetentionPolicy, chrono_tz::Tz)> {
+    let row: Option<(sqlx::types::Json<RetentionPolicy>, String)> =
+        sqlx::query_as("SELECT retention, timezone FROM schedules WHERE planet_id = $1")
+            .bind(planet)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(match row {
+        Some((policy, tz)) => (policy.0, tz.parse().unwrap_or(chrono_tz::UTC)),
+        None => (RetentionPolicy::default(), chrono_tz::UTC),
+    })
+}
+
+/// What the scheduler did with one due schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    pub tenant: TenantId,
+    pub planet: PlanetId,
+    /// The due time handled.
+    pub due: DateTime<Utc>,
+    /// The backup created, or `None` when the run was skipped.
+    pub backup: Option<BackupId>,
+    /// Later due times that had also passed and were folded into this run.
+    pub coalesced: u32,
+    pub outcome: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct DueRow {
+    tenant_id: TenantId,
+    project_id: ProjectId,
+    planet_id: PlanetId,
+    cron: String,
+    timezone: String,
+    mechanism: String,
+    retention: sqlx::types::Json<RetentionPolicy>,
+    next_run_at: DateTime<Utc>,
+}
+
+/// What the scheduler needs to create backups.
+pub struct Settings<'a> {
+    pub limits: Limits,
+    pub max_attempts: i32,
+    pub prefix: &'a (dyn Fn(TenantId, ProjectId, PlanetId, BackupId) -> String + Sync),
+    /// Schedules handled per transaction.
+    pub batch: i64,
+}
+
+/// Handles every schedule due at `now`: creates its backup (`method: periodic`) or records why
+/// the run was skipped, and moves it to its first run after `now`. Schedules another scheduler
+/// holds are passed over, and are no longer due once it commits.
+pub async fn run_due(pool: &PgPool, now: DateTime<Utc>, settings: &Settings<'_>) -> Result<Vec<Run>> {
+    let mut tx = pool.begin().await?;
+    let due = sqlx::query_as::<_, DueRow>(
+        "SELECT tenant_id, project_id, planet_id, cron, timezone, mechanism, retention, next_run_at
+         FROM schedules WHERE enabled AND next_run_at <= $1
+         ORDER BY next_run_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(now)
+    .bind(settings.batch)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut runs = Vec::with_capacity(due.len());
+    for d in due {
+        let spec = Spec::parse(&d.cron, &d.timezone);
+        let (next, coalesced) = match &spec {
+            Ok(spec) => (spec.next_after(now), spec.count_between(d.next_run_at, now)),
+            Err(_) => (None, 0),
+        };
+        let created = match spec {
+            Err(_) => Err(Error::Conflict("the stored cron expression or time zone is invalid; schedule disabled".into())),
+            Ok(_) => {
+                let new = NewBackup {
+                    mechanism: d.mechanism.parse().unwrap_or(Mechanism::Logical),
+                    method: Method::Periodic,
+                    planet_class: None,
+                    temporary: false,
+                    retention_days: d.retention.0.retention_period_in_days,
+                    metadata: Metadata {
+                        name: Some(format!("scheduled {}", d.next_run_at.format("%Y-%m-%dT%H:%M:%SZ"))),
+                        description: None,
+                    },
+                    max_attempts: settings.max_attempts,
+                    limits: settings.limits,
+                };
+                let prefix = settings.prefix;
+                backups::create_in(
+                    &mut tx,
+                    d.tenant_id,
+                    d.project_id,
+                    d.planet_id,
+                    |id| prefix(d.tenant_id, d.project_id, d.planet_id, id),
+                    &new,
+                    now,
+                )
+                .await
+            }
+        };
+        let (backup, outcome) = match created {
+            Ok(id) if coalesced > 0 => (Some(id), format!("created backup {id}; {coalesced} missed run(s) coalesced into it")),
+            Ok(id) => (Some(id), format!("created backup {id}")),
+            Err(Error::Conflict(msg) | Error::LimitReached { message: msg, .. }) => (None, format!("skipped: {msg}")),
+            Err(e) => return Err(e),
+        };
+        sqlx::query(
+            "UPDATE schedules SET next_run_at = $2, last_run_at = $3, last_outcome = $4,
+                    last_backup_id = COALESCE($5, last_backup_id),
+                    skipped_runs = skipped_runs + CASE WHEN $5 IS NULL THEN 1 ELSE 0 END,
+                    enabled = enabled AND $2 IS NOT NULL, updated_at = now()
+             WHERE planet_id = $1",
+        )
+        .bind(d.planet_id)
+        .bind(next)
+        .bind(d.next_run_at)
+        .bind(&outcome)
+        .bind(backup)
+        .execute(&mut *tx)
+        .await?;
+        runs.push(Run {
+            tenant: d.tenant_id,
+            planet: d.planet_id,
+            due: d.next_run_at,
+            backup,
+            coalesced,
+            outcome,
+        });
+    }
+    tx.commit().await?;
+    Ok(runs)
+}
