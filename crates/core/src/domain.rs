@@ -206,7 +206,10 @@ impl TenantLimits {
         ];
         for (field, v) in positive {
             if v.is_some_and(|n| n < 1) {
-                errors.push(FieldError::new(field, "must be at least 1 (leave it out for the default)"));
+                errors.push(FieldError::new(
+                    field,
+                    "must be at least 1 (leave it out for the default)",
+                ));
             }
         }
         errors

@@ -124,6 +124,9 @@ fn decide(
     }
 }
 
+/// The calendar bucket (day, ISO week, month) a local time falls in.
+type BucketOf = fn(DateTime<Tz>) -> (i32, u32, u32);
+
 /// The backups each count selects, with the first count that selected each.
 fn gfs<'a>(
     policy: &RetentionPolicy,
@@ -136,7 +139,7 @@ fn gfs<'a>(
             kept.entry(b.id).or_insert_with(|| format!("keepLast {n}"));
         }
     }
-    let buckets: [(Option<i32>, &str, fn(DateTime<Tz>) -> (i32, u32, u32)); 3] = [
+    let buckets: [(Option<i32>, &str, BucketOf); 3] = [
         (policy.keep_daily, "keepDaily", |t| (t.year(), t.month(), t.day())),
         (policy.keep_weekly, "keepWeekly", |t| {
             let w = t.iso_week();
@@ -357,6 +360,10 @@ mod tests {
         assert_eq!(berlin.iter().filter(|v| !v.keep).count(), 1);
         let utc = evaluate(&policy, chrono_tz::UTC, &backups, now);
         assert_eq!(utc.iter().filter(|v| !v.keep).count(), 0);
-        assert!(berlin[1].reason.starts_with("not selected by the policy (keepDaily 2)"), "{}", berlin[1].reason);
+        assert!(
+            berlin[1].reason.starts_with("not selected by the policy (keepDaily 2)"),
+            "{}",
+            berlin[1].reason
+        );
     }
 }

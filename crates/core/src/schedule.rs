@@ -102,8 +102,12 @@ pub struct Spec {
 
 /// Parses a time zone name of the IANA database (`Europe/Berlin`, `UTC`).
 pub fn parse_timezone(field: &str, raw: &str) -> Result<Tz, FieldError> {
-    raw.parse::<Tz>()
-        .map_err(|_| FieldError::new(field, format!("`{raw}` is not a time zone of the IANA database, e.g. `Europe/Berlin` or `UTC`")))
+    raw.parse::<Tz>().map_err(|_| {
+        FieldError::new(
+            field,
+            format!("`{raw}` is not a time zone of the IANA database, e.g. `Europe/Berlin` or `UTC`"),
+        )
+    })
 }
 
 impl Spec {
@@ -287,8 +291,14 @@ mod tests {
     #[test]
     fn counts_missed_runs() {
         let spec = Spec::parse("0 * * * *", "UTC").unwrap();
-        assert_eq!(spec.count_between(utc("2026-01-01T00:00:00Z"), utc("2026-01-01T05:30:00Z")), 5);
-        assert_eq!(spec.count_between(utc("2026-01-01T00:00:00Z"), utc("2026-01-01T00:59:00Z")), 0);
+        assert_eq!(
+            spec.count_between(utc("2026-01-01T00:00:00Z"), utc("2026-01-01T05:30:00Z")),
+            5
+        );
+        assert_eq!(
+            spec.count_between(utc("2026-01-01T00:00:00Z"), utc("2026-01-01T00:59:00Z")),
+            0
+        );
     }
 
     #[test]

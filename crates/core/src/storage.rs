@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
-use chrono::{DateTime, Utc};
 use aws_sdk_s3::config::{Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::presigning::PresigningConfig;
+use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 
 use crate::config::S3Config;
@@ -199,7 +199,11 @@ impl Storage {
     }
 
     /// One page (up to 1000) of the objects under `prefix`, and the token of the next page.
-    pub async fn list_page(&self, prefix: &str, token: Option<String>) -> anyhow::Result<(Vec<Listed>, Option<String>)> {
+    pub async fn list_page(
+        &self,
+        prefix: &str,
+        token: Option<String>,
+    ) -> anyhow::Result<(Vec<Listed>, Option<String>)> {
         let out = self
             .client
             .list_objects_v2()
@@ -232,7 +236,12 @@ impl Storage {
     pub async fn exists(&self, key: &str) -> anyhow::Result<bool> {
         match self.client.head_object().bucket(&self.bucket).key(key).send().await {
             Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(aws_sdk_s3::operation::head_object::HeadObjectError::is_not_found) => Ok(false),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(aws_sdk_s3::operation::head_object::HeadObjectError::is_not_found) =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(self.error("reading an object's metadata", e)),
         }
     }

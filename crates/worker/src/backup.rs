@@ -287,6 +287,10 @@ impl BackupJob {
             dumped = outcome.uncompressed_bytes,
             "backup succeeded"
         );
+        // A new good copy may let older ones go; the periodic pass catches a failure here.
+        if let Err(e) = crate::maintenance::apply_retention(&ctx.pool, row.planet_id).await {
+            tracing::warn!(error = %e, "applying retention after the backup failed");
+        }
         Ok(())
     }
 }
@@ -318,8 +322,9 @@ async fn report_progress(
     }
 }
 
-/// Removes a backup's objects, then leaves its row as a `deleted` tombstone. Every step can be
-/// repeated, so a worker dying half-way is simply followed by another attempt.
+/// Removes a backup's objects, then leaves its row as a `deleted` tombstone (or, for a backup
+/// retention expired, `expired` without an archive). Every step can be repeated, so a worker
+/// dying half-way is simply followed by another attempt.
 pub struct DeleteJob {
     pub storage: Storage,
 }
@@ -332,17 +337,20 @@ impl Handler for DeleteJob {
             .await
             .map_err(transient)?;
         tracing::Span::current().record("backup_id", tracing::field::display(id));
-        if row.status().map_err(transient)? != BackupStatus::Deleting {
+        let status = row.status().map_err(transient)?;
+        if !matches!(status, BackupStatus::Deleting | BackupStatus::Expired) {
             return Ok(());
         }
         let removed = self.storage.clear(&row.storage_prefix).await.map_err(transient)?;
-        if !backups::mark_deleted(&ctx.pool, id, ctx.job.id, &ctx.worker_id)
-            .await
-            .map_err(transient)?
-        {
+        let marked = if status == BackupStatus::Expired {
+            backups::mark_purged(&ctx.pool, id, ctx.job.id, &ctx.worker_id).await
+        } else {
+            backups::mark_deleted(&ctx.pool, id, ctx.job.id, &ctx.worker_id).await
+        };
+        if !marked.map_err(transient)? {
             return Err(JobError::Transient("the job was taken over".into()));
         }
-        tracing::info!(removed, "backup deleted");
+        tracing::info!(removed, status = %status, "backup's objects removed");
         Ok(())
     }
 

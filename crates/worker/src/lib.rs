@@ -2,10 +2,12 @@
 
 pub mod backup;
 pub mod engine;
+pub mod maintenance;
 pub mod mysql;
 pub mod pg;
 pub mod pipeline;
 pub mod process;
+pub mod reaper;
 pub mod restore;
 pub mod runner;
 
@@ -24,7 +26,7 @@ pub fn build(config: &Config, pool: sqlx::PgPool) -> anyhow::Result<runner::Work
         Arc::new(KeyRing::parse(config.crypto.keys.as_ref().ok_or_else(|| {
             anyhow::anyhow!("crypto.keys is required (SVALBARD_CRYPTO__KEYS)")
         })?)?);
-    Ok(runner::Worker::new(pool, config.worker.clone())
+    let worker = runner::Worker::new(pool.clone(), config.worker.clone())
         .with_handler(
             BACKUP_JOB,
             Arc::new(backup::BackupJob {
@@ -41,5 +43,12 @@ pub fn build(config: &Config, pool: sqlx::PgPool) -> anyhow::Result<runner::Work
                 config: config.worker.clone(),
             }),
         )
-        .with_handler(DELETE_JOB, Arc::new(backup::DeleteJob { storage })))
+        .with_handler(
+            DELETE_JOB,
+            Arc::new(backup::DeleteJob {
+                storage: storage.clone(),
+            }),
+        );
+    let maintenance = maintenance::Maintenance::new(config, pool, storage, worker.id().to_owned());
+    Ok(worker.with_maintenance(maintenance))
 }

@@ -52,6 +52,7 @@ pub struct Worker {
     config: WorkerConfig,
     id: String,
     handlers: HashMap<&'static str, Arc<dyn Handler>>,
+    maintenance: Option<crate::maintenance::Maintenance>,
 }
 
 impl Worker {
@@ -68,12 +69,20 @@ impl Worker {
             config,
             id,
             handlers: HashMap::new(),
+            maintenance: None,
         }
     }
 
     #[must_use]
     pub fn with_handler(mut self, kind: &'static str, handler: Arc<dyn Handler>) -> Self {
         self.handlers.insert(kind, handler);
+        self
+    }
+
+    /// Also runs the scheduler, retention and the reaper.
+    #[must_use]
+    pub fn with_maintenance(mut self, m: crate::maintenance::Maintenance) -> Self {
+        self.maintenance = Some(m);
         self
     }
 
@@ -84,13 +93,17 @@ impl Worker {
 
     /// Runs until `stop` fires, then lets running jobs finish within the grace period and
     /// releases those that do not.
-    pub async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(mut self, stop: CancellationToken) -> anyhow::Result<()> {
+        let maintenance = self.maintenance.take();
         let this = Arc::new(self);
         let slots = Arc::new(Semaphore::new(this.config.concurrency.max(1)));
         let jobs_stop = CancellationToken::new();
         let tracker = tokio_util::task::TaskTracker::new();
         let wake = Arc::new(tokio::sync::Notify::new());
         tracker.spawn(listen(this.pool.clone(), wake.clone(), stop.clone()));
+        if let Some(m) = maintenance {
+            tracker.spawn(m.run(stop.clone()));
+        }
         tracing::info!(worker = %this.id, concurrency = this.config.concurrency, "worker started");
         let poll = Duration::from_secs(this.config.poll_secs.max(1));
         while !stop.is_cancelled() {

@@ -21,6 +21,16 @@ async fn world(app: &TestApp) -> World {
     let r = app.post(&backups, &app.platform(), json!({})).await;
     assert_eq!(r.status, 201, "{}", r.text);
     let a_backup = r.json()["id"].as_str().unwrap().to_owned();
+    let schedule = format!("/api/v1/tenants/{a}/projects/{a_project}/planets/{a_planet}/schedule");
+    let r = app
+        .send(
+            Method::PUT,
+            &schedule,
+            Some(&app.platform()),
+            Some(json!({ "cron": "0 3 * * *", "retention": { "keepLast": 5 } })),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
     let b = app.tenant("beta").await;
     let b_project = app.project(&b, "shop").await;
     World {
@@ -78,6 +88,26 @@ fn endpoints(t: &str, p: &str, x: &str, b: &str) -> Vec<(Method, String, Option<
         (Method::GET, backups.clone(), None, Role::Viewer),
         (Method::GET, format!("{backups}/{b}"), None, Role::Viewer),
         (Method::GET, format!("{backups}/{b}/archive"), None, Role::Viewer),
+        (Method::GET, format!("{planets}/{x}/schedule"), None, Role::Viewer),
+        (
+            Method::PUT,
+            format!("{planets}/{x}/schedule"),
+            Some(json!({ "cron": "*/5 * * * *", "retention": { "keepLast": 1 } })),
+            Role::Admin,
+        ),
+        (
+            Method::GET,
+            format!("{planets}/{x}/retention/preview"),
+            None,
+            Role::Viewer,
+        ),
+        (
+            Method::PATCH,
+            format!("{backups}/{b}"),
+            Some(json!({ "pinned": true })),
+            Role::Admin,
+        ),
+        (Method::DELETE, format!("{planets}/{x}/schedule"), None, Role::Admin),
         (Method::DELETE, format!("{backups}/{b}"), None, Role::Admin),
         (Method::DELETE, format!("{planets}/{x}"), None, Role::Admin),
         (
@@ -100,6 +130,10 @@ async fn snapshot(app: &TestApp, w: &World) -> Vec<String> {
         format!(
             "/api/v1/tenants/{}/projects/{}/backups?status=scheduled",
             w.a, w.a_project
+        ),
+        format!(
+            "/api/v1/tenants/{}/projects/{}/planets/{}/schedule",
+            w.a, w.a_project, w.a_planet
         ),
     ] {
         let r = app.get(&path, &admin).await;
@@ -192,6 +226,14 @@ async fn roles_are_checked_on_every_mutating_call() {
     app.delete(&format!("/api/v1/tenants/{}", w.a), &tenant_admin)
         .await
         .problem(403);
+    // Nor raise its own limits; another tenant's id is simply unknown.
+    let limits = json!({ "limits": { "concurrentJobs": 1000 } });
+    app.patch(&format!("/api/v1/tenants/{}", w.a), &tenant_admin, limits.clone())
+        .await
+        .problem(403);
+    app.patch(&format!("/api/v1/tenants/{}", w.b), &tenant_admin, limits)
+        .await
+        .problem(404);
     // A platform viewer reads but does not write.
     let platform_viewer = app.token("*", Role::Viewer);
     assert_eq!(app.get("/api/v1/tenants", &platform_viewer).await.status, 200);

@@ -8,4 +8,5 @@ mod isolation;
 mod openapi;
 mod ops;
 mod resources;
+mod schedules;
 mod validation;

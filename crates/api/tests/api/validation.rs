@@ -137,7 +137,7 @@ async fn bad_paths_and_queries_are_problems() {
         )
         .await;
     r.problem(405);
-    assert_eq!(r.header("allow").unwrap(), "GET, DELETE");
+    assert_eq!(r.header("allow").unwrap(), "GET, PATCH, DELETE");
     let r = app.send(Method::DELETE, "/api/v1/tenants", Some(&tok), None).await;
     r.problem(405);
     app.send(Method::POST, "/api/v1/tenants", Some(&tok), None)

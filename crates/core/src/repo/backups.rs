@@ -583,3 +583,18 @@ pub async fn mark_deleted(pool: &PgPool, id: BackupId, job: JobId, worker: &str)
     )
     .await
 }
+
+/// The last step of expiring a backup: its objects are gone, the row stays `expired`.
+pub async fn mark_purged(pool: &PgPool, id: BackupId, job: JobId, worker: &str) -> Result<bool> {
+    let mut conn = pool.acquire().await?;
+    fenced(
+        &mut conn,
+        "UPDATE backups SET object_key = NULL, phase = NULL
+         WHERE id = $1 AND status = 'expired'
+           AND EXISTS (SELECT 1 FROM jobs WHERE id = $2 AND locked_by = $3 AND state = 'running')",
+        id,
+        job,
+        worker,
+    )
+    .await
+}

@@ -137,16 +137,15 @@ pub async fn create_with_id(
     .await?
     .ok_or(Error::NotFound("planet"))?;
     if let Some(backup) = new.source_backup {
-        let (backup_engine, status): (String, String) =
-            sqlx::query_as(
-                "SELECT engine, status FROM backups WHERE tenant_id = $1 AND project_id = $2 AND id = $3 FOR SHARE",
-            )
-                .bind(tenant)
-                .bind(project)
-                .bind(backup)
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or(Error::NotFound("backup"))?;
+        let (backup_engine, status): (String, String) = sqlx::query_as(
+            "SELECT engine, status FROM backups WHERE tenant_id = $1 AND project_id = $2 AND id = $3 FOR SHARE",
+        )
+        .bind(tenant)
+        .bind(project)
+        .bind(backup)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(Error::NotFound("backup"))?;
         if status != "succeeded" {
             return Err(Error::Conflict(format!(
                 "backup {backup} is {status}; only a succeeded backup can be restored"

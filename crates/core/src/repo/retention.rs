@@ -39,7 +39,10 @@ async fn judge(conn: &mut PgConnection, planet: PlanetId, now: DateTime<Utc>, lo
                 EXISTS (SELECT 1 FROM restores r WHERE r.source_backup_id = b.id AND r.status IN ('scheduled', 'running')) AS in_use
          FROM backups b WHERE b.planet_id = $1 AND b.status = 'succeeded'"
     };
-    let backups = sqlx::query_as::<_, Candidate>(sql).bind(planet).fetch_all(&mut *conn).await?;
+    let backups = sqlx::query_as::<_, Candidate>(sql)
+        .bind(planet)
+        .fetch_all(&mut *conn)
+        .await?;
     let (keep, delete) = evaluate(&policy, tz, &backups, now).into_iter().partition(|v| v.keep);
     Ok(Preview {
         policy,
@@ -111,13 +114,7 @@ pub async fn planets_with_backups(pool: &PgPool, after: Option<PlanetId>, limit:
 }
 
 /// Pins or unpins a backup. Only backups that still hold (or will hold) an archive can be pinned.
-pub async fn set_pinned(
-    pool: &PgPool,
-    tenant: TenantId,
-    project: ProjectId,
-    id: BackupId,
-    pinned: bool,
-) -> Result<()> {
+pub async fn set_pinned(pool: &PgPool, tenant: TenantId, project: ProjectId, id: BackupId, pinned: bool) -> Result<()> {
     let mut tx = pool.begin().await?;
     let status: String = sqlx::query_scalar(
         "SELECT status FROM backups WHERE tenant_id = $1 AND project_id = $2 AND id = $3 FOR UPDATE",

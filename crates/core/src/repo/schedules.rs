@@ -196,7 +196,9 @@ pub async fn run_due(pool: &PgPool, now: DateTime<Utc>, settings: &Settings<'_>)
             Err(_) => (None, 0),
         };
         let created = match spec {
-            Err(_) => Err(Error::Conflict("the stored cron expression or time zone is invalid; schedule disabled".into())),
+            Err(_) => Err(Error::Conflict(
+                "the stored cron expression or time zone is invalid; schedule disabled".into(),
+            )),
             Ok(_) => {
                 let new = NewBackup {
                     mechanism: d.mechanism.parse().unwrap_or(Mechanism::Logical),
@@ -225,7 +227,10 @@ pub async fn run_due(pool: &PgPool, now: DateTime<Utc>, settings: &Settings<'_>)
             }
         };
         let (backup, outcome) = match created {
-            Ok(id) if coalesced > 0 => (Some(id), format!("created backup {id}; {coalesced} missed run(s) coalesced into it")),
+            Ok(id) if coalesced > 0 => (
+                Some(id),
+                format!("created backup {id}; {coalesced} missed run(s) coalesced into it"),
+            ),
             Ok(id) => (Some(id), format!("created backup {id}")),
             Err(Error::Conflict(msg) | Error::LimitReached { message: msg, .. }) => (None, format!("skipped: {msg}")),
             Err(e) => return Err(e),

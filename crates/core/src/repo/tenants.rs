@@ -41,11 +41,13 @@ pub async fn list(pool: &PgPool, page: PageRequest) -> Result<Page<Tenant>> {
 }
 
 pub async fn get(pool: &PgPool, tenant: TenantId) -> Result<Tenant> {
-    sqlx::query_as::<_, Tenant>(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM tenants WHERE id = $1")))
-        .bind(tenant)
-        .fetch_optional(pool)
-        .await?
-        .ok_or(Error::NotFound("tenant"))
+    sqlx::query_as::<_, Tenant>(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM tenants WHERE id = $1"
+    )))
+    .bind(tenant)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(Error::NotFound("tenant"))
 }
 
 /// Deletes a tenant with its projects and planets, refusing while any backup is stored.
@@ -74,12 +76,12 @@ pub async fn delete(pool: &PgPool, tenant: TenantId) -> Result<()> {
 }
 
 pub async fn find_by_name(pool: &PgPool, name: &Name) -> Result<Option<Tenant>> {
-    Ok(
-        sqlx::query_as::<_, Tenant>(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM tenants WHERE name = $1")))
-            .bind(name.as_str())
-            .fetch_optional(pool)
-            .await?,
-    )
+    Ok(sqlx::query_as::<_, Tenant>(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM tenants WHERE name = $1"
+    )))
+    .bind(name.as_str())
+    .fetch_optional(pool)
+    .await?)
 }
 
 /// Changes a tenant's display name and limits; `None` leaves a value as it is, a limit given as
