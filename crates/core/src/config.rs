@@ -228,7 +228,7 @@ fn defaults() -> serde_json::Value {
         "limits": LimitsConfig {
             json_body_bytes: 256 * 1024,
             upload_bytes: 10 * 1024 * 1024 * 1024,
-            tenant_concurrent_jobs: 16,
+            tenant_concurrent_jobs: 0,
             tenant_stored_bytes: 0,
             tenant_backups: 0,
         },

@@ -11,7 +11,7 @@ pub fn fast_worker() -> Value {
     json!({ "worker": {
         "lease_secs": 3, "heartbeat_secs": 1, "poll_secs": 1, "backoff_base_secs": 1,
         "part_size_mib": 5, "parts_in_flight": 2, "max_attempts": 3, "shutdown_grace_secs": 5,
-    } })
+    }, "maintenance": { "schedule_tick_secs": 1 } })
 }
 
 pub struct Env {

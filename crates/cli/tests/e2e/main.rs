@@ -6,5 +6,6 @@ mod backups;
 mod harness;
 mod mysql;
 mod restores;
+mod retention;
 mod storage;
 mod uploads;

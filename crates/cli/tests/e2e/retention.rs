@@ -1,0 +1,249 @@
+//! Schedules, retention and the reaper against real workers, PostgreSQL and the S3 server.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use reqwest::Method;
+use serde_json::{Value, json};
+use svalbard_core::ids::{BackupId, PlanetId, ProjectId, RestoreId, TenantId};
+use svalbard_core::jobs;
+use svalbard_testkit::source;
+use svalbard_worker::reaper::{self, Settings};
+
+use crate::harness::Env;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn ids(b: &Value) -> (TenantId, ProjectId, PlanetId, BackupId) {
+    let id = |k: &str| b[k].as_str().unwrap().parse::<uuid::Uuid>().unwrap();
+    (
+        TenantId(id("tenantId")),
+        ProjectId(id("projectId")),
+        PlanetId(id("planetId")),
+        BackupId(id("id")),
+    )
+}
+
+impl Env {
+    async fn take_backup(&self, planet: &str) -> Value {
+        let created = self.start_backup(planet).await;
+        self.wait_status(created["id"].as_str().unwrap(), "succeeded", MINUTE)
+            .await
+    }
+
+    async fn prefix_of(&self, b: &Value) -> String {
+        let (t, p, x, id) = ids(b);
+        self.storage.backup_prefix(t, p, x, id)
+    }
+
+    async fn keys_of(&self, b: &Value) -> Vec<String> {
+        self.storage.list_keys(&self.prefix_of(b).await).await.unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_takes_due_scheduled_backups_and_retention_expires_the_old_ones() {
+    let env = Env::new().await;
+    let src = source::create("sched", &source::sample_schema(500)).await.unwrap();
+    let planet = env.planet("orders", &src, "postgres", None).await;
+    let schedule = format!("{}/{planet}/schedule", env.planets());
+    let r = env
+        .app
+        .send(
+            Method::PUT,
+            &schedule,
+            Some(&env.token),
+            Some(json!({ "cron": "0 3 * * *", "retention": { "keepLast": 1 } })),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+
+    // A manual backup, pinned.
+    let (stop, worker) = env.worker();
+    let pinned = env.take_backup(&planet).await;
+    let pinned_id = pinned["id"].as_str().unwrap();
+    let r = env
+        .app
+        .patch(&env.backup_path(pinned_id), &env.token, json!({ "pinned": true }))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    // The schedule comes due (as if 03:00 had arrived): the worker's scheduler takes a backup.
+    sqlx::query("UPDATE schedules SET next_run_at = now()")
+        .execute(&env.app.pool)
+        .await
+        .unwrap();
+    let list = format!("{}/{planet}/backups?status=succeeded", env.planets());
+    let started = std::time::Instant::now();
+    let periodic = loop {
+        let items = env.app.get(&list, &env.token).await.json()["items"].clone();
+        if let Some(b) = items.as_array().unwrap().iter().find(|b| b["method"] == "periodic") {
+            break b.clone();
+        }
+        assert!(started.elapsed() < MINUTE, "no periodic backup: {items}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let s = env.app.get(&schedule, &env.token).await.json();
+    assert_eq!(s["lastBackupId"], periodic["id"], "{s}");
+    let next = chrono::DateTime::parse_from_rfc3339(s["nextRunAt"].as_str().unwrap()).unwrap();
+    assert!(next > Utc::now(), "{s}");
+
+    // A third backup succeeds: keepLast 1 lets the periodic one go, the pinned one stays.
+    let newest = env.take_backup(&planet).await;
+    let gone = env
+        .wait_for(periodic["id"].as_str().unwrap(), MINUTE, |b| b["status"] == "expired")
+        .await;
+    assert!(gone["errorMessage"].as_str().unwrap().contains("keepLast 1"), "{gone}");
+    let started = std::time::Instant::now();
+    while !env.keys_of(&periodic).await.is_empty() {
+        assert!(started.elapsed() < MINUTE, "the expired backup's objects stay");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    stop.cancel();
+    worker.await.unwrap();
+    for b in [&pinned, &newest] {
+        assert_eq!(env.backup(b["id"].as_str().unwrap()).await["status"], "succeeded");
+        assert_eq!(env.keys_of(b).await.len(), 2, "archive and manifest of {}", b["id"]);
+    }
+    env.app
+        .get(
+            &format!("{}/archive", env.backup_path(periodic["id"].as_str().unwrap())),
+            &env.token,
+        )
+        .await
+        .problem(409);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_cut_short_by_a_dying_worker_completes_later() {
+    let env = Env::new().await;
+    let src = source::create("crashdel", &source::sample_schema(500)).await.unwrap();
+    let planet = env.planet("orders", &src, "postgres", None).await;
+    let (stop, worker) = env.worker();
+    let b = env.take_backup(&planet).await;
+    stop.cancel();
+    worker.await.unwrap();
+    let id = b["id"].as_str().unwrap();
+    assert_eq!(env.keys_of(&b).await.len(), 2);
+
+    // A worker claims the deletion, removes the archive, and dies before the rest.
+    let r = env.app.delete(&env.backup_path(id), &env.token).await;
+    assert_eq!(r.status, 202);
+    let claimed = jobs::claim(
+        &env.app.pool,
+        "doomed-worker",
+        Duration::from_secs(1),
+        Duration::from_secs(3600),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(claimed.kind, "delete-backup");
+    let archive = env
+        .keys_of(&b)
+        .await
+        .into_iter()
+        .find(|k| k.contains("archive-"))
+        .unwrap();
+    env.storage.delete(&archive).await.unwrap();
+    assert_eq!(env.keys_of(&b).await.len(), 1, "the manifest is left");
+    assert_eq!(env.backup(id).await["status"], "deleting");
+
+    // Its lease runs out; another worker takes the job over and finishes it.
+    let (stop, worker) = env.worker();
+    env.wait_status(id, "deleted", MINUTE).await;
+    stop.cancel();
+    worker.await.unwrap();
+    assert!(env.keys_of(&b).await.is_empty());
+    let (keys, uploads) = env.leftovers(&b).await;
+    assert!(keys.is_empty() && uploads.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reaper_sweeps_orphans_and_stale_uploads_and_flags_lost_archives() {
+    let env = Env::new().await;
+    let src = source::create("reaper", &source::sample_schema(500)).await.unwrap();
+    let planet = env.planet("orders", &src, "postgres", None).await;
+    let (stop, worker) = env.worker();
+    let lost = env.take_backup(&planet).await;
+    let kept = env.take_backup(&planet).await;
+    stop.cancel();
+    worker.await.unwrap();
+    let s = &env.storage;
+    let (t, p, x, _) = ids(&kept);
+
+    // Planted: an archive of a backup the catalog never heard of, an upload of a restore that
+    // does not exist, the archive of an attempt that lost, a stale multipart upload, and a file
+    // that is not Svalbard's.
+    let stray = format!("{}archive-1.svb.zst", s.backup_prefix(t, p, x, BackupId::new()));
+    let upload = format!("{}dump.sql.gz", s.upload_prefix(t, p, x, RestoreId::new()));
+    let zombie = format!("{}archive-9.svb.zst", env.prefix_of(&kept).await);
+    let foreign = format!("{}README.txt", s.tenants_root());
+    for key in [&stray, &upload, &zombie, &foreign] {
+        s.put(key, b"leftover".to_vec(), "application/octet-stream")
+            .await
+            .unwrap();
+    }
+    let stale_key = format!("{}archive-1.svb.zst", s.backup_prefix(t, p, x, BackupId::new()));
+    s.client
+        .create_multipart_upload()
+        .bucket(&s.bucket)
+        .key(&stale_key)
+        .send()
+        .await
+        .unwrap();
+    // Behind Svalbard's back, the first backup's archive disappears.
+    let lost_archive = env
+        .keys_of(&lost)
+        .await
+        .into_iter()
+        .find(|k| k.contains("archive-"))
+        .unwrap();
+    s.delete(&lost_archive).await.unwrap();
+
+    // Within the grace period nothing is deleted.
+    let patient = Settings {
+        stale_upload: Duration::from_secs(3600),
+        orphan_grace: Duration::from_secs(3600),
+        verify_batch: 100,
+    };
+    let r = reaper::sweep(&env.app.pool, s, patient, Utc::now()).await.unwrap();
+    assert_eq!((r.aborted_uploads, r.deleted_orphans), (0, 0), "{r:?}");
+    assert_eq!(r.young_orphans, 3, "{r:?}");
+    assert_eq!(r.unknown_keys, 1, "{r:?}");
+    assert_eq!((r.checked_archives, r.marked_incomplete), (2, 1), "{r:?}");
+    let flagged = env.backup(lost["id"].as_str().unwrap()).await;
+    assert_eq!(flagged["status"], "incomplete");
+    let msg = flagged["errorMessage"].as_str().unwrap();
+    assert!(
+        msg.contains("missing from object storage") && msg.contains(&lost_archive),
+        "{msg}"
+    );
+
+    // Past the grace period: the orphans, the lost backup's manifest and the upload go.
+    let eager = Settings {
+        stale_upload: Duration::ZERO,
+        orphan_grace: Duration::ZERO,
+        verify_batch: 100,
+    };
+    let r = reaper::sweep(&env.app.pool, s, eager, Utc::now()).await.unwrap();
+    assert_eq!(r.aborted_uploads, 1, "{r:?}");
+    assert_eq!(r.deleted_orphans, 4, "{r:?}");
+    assert_eq!(r.marked_incomplete, 0, "{r:?}");
+    assert!(s.list_uploads(&s.tenants_root()).await.unwrap().is_empty());
+    let mut left = s.list_keys(&s.tenants_root()).await.unwrap();
+    left.sort();
+    let mut expected = env.keys_of(&kept).await;
+    expected.push(foreign.clone());
+    expected.sort();
+    assert_eq!(left, expected, "only the kept backup and the foreign file remain");
+    assert_eq!(env.keys_of(&kept).await.len(), 2);
+    assert_eq!(env.backup(kept["id"].as_str().unwrap()).await["status"], "succeeded");
+    // A second pass finds nothing more to do.
+    let r = reaper::sweep(&env.app.pool, s, eager, Utc::now()).await.unwrap();
+    assert_eq!(
+        (r.aborted_uploads, r.deleted_orphans, r.marked_incomplete),
+        (0, 0, 0),
+        "{r:?}"
+    );
+}
