@@ -103,7 +103,16 @@ impl Maintenance {
             prefix: &prefix,
             batch: 100,
         };
-        let runs = schedules::run_due(&self.pool, Utc::now(), &settings).await?;
+        let mut runs = Vec::new();
+        // A full batch means more may be due.
+        loop {
+            let batch = schedules::run_due(&self.pool, Utc::now(), &settings).await?;
+            let full = i64::try_from(batch.len()).unwrap_or(i64::MAX) >= settings.batch;
+            runs.extend(batch);
+            if !full {
+                break;
+            }
+        }
         for run in &runs {
             let outcome = if run.backup.is_some() { "created" } else { "skipped" };
             tracing::info!(tenant_id = %run.tenant, planet_id = %run.planet, due = %run.due, coalesced = run.coalesced, outcome = %run.outcome, "schedule ran");

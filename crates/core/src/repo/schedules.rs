@@ -188,6 +188,9 @@ pub async fn run_due(pool: &PgPool, now: DateTime<Utc>, settings: &Settings<'_>)
     .bind(settings.batch)
     .fetch_all(&mut *tx)
     .await?;
+    // Planets and tenants are locked in one order by every scheduler, so two never deadlock.
+    let mut due = due;
+    due.sort_by_key(|d| (d.tenant_id.0, d.planet_id.0));
     let mut runs = Vec::with_capacity(due.len());
     for d in due {
         let spec = Spec::parse(&d.cron, &d.timezone);
