@@ -358,17 +358,7 @@ pub async fn request_delete(
             .fetch_one(&mut *tx)
             .await?;
             if !pending {
-                jobs::enqueue(
-                    &mut tx,
-                    &NewJob {
-                        tenant,
-                        kind: DELETE_JOB,
-                        subject: id.0,
-                        payload: serde_json::json!({}),
-                        max_attempts: 100,
-                    },
-                )
-                .await?;
+                enqueue_delete(&mut tx, tenant, id).await?;
             }
         }
         BackupStatus::Scheduled
@@ -386,17 +376,7 @@ pub async fn request_delete(
             .bind(id)
             .execute(&mut *tx)
             .await?;
-            let job = jobs::enqueue(
-                &mut tx,
-                &NewJob {
-                    tenant,
-                    kind: DELETE_JOB,
-                    subject: id.0,
-                    payload: serde_json::json!({}),
-                    max_attempts: 100,
-                },
-            )
-            .await?;
+            let job = enqueue_delete(&mut tx, tenant, id).await?;
             // A running dump stops at its next heartbeat; removing its leftovers waits for that.
             if status == BackupStatus::Running {
                 sqlx::query("UPDATE jobs SET run_after = now() + make_interval(secs => $2) WHERE id = $1")
@@ -409,6 +389,22 @@ pub async fn request_delete(
     }
     tx.commit().await?;
     get(pool, tenant, project, id).await
+}
+
+/// Queues the job that removes a backup's objects (for DELETE and for expiry). Deleting is
+/// idempotent, so it may take many attempts through a long storage outage.
+pub async fn enqueue_delete(conn: &mut PgConnection, tenant: TenantId, id: BackupId) -> Result<JobId> {
+    jobs::enqueue(
+        conn,
+        &NewJob {
+            tenant,
+            kind: DELETE_JOB,
+            subject: id.0,
+            payload: serde_json::json!({}),
+            max_attempts: 100,
+        },
+    )
+    .await
 }
 
 /// Summary of a planet's last operations.

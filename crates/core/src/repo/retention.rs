@@ -9,8 +9,6 @@ use utoipa::ToSchema;
 
 use crate::error::Result;
 use crate::ids::{BackupId, PlanetId, ProjectId, TenantId};
-use crate::jobs::{self, NewJob};
-use crate::repo::backups::DELETE_JOB;
 use crate::retention::{Candidate, Verdict, evaluate};
 use crate::schedule::RetentionPolicy;
 
@@ -84,17 +82,7 @@ pub async fn apply(pool: &PgPool, planet: PlanetId, now: DateTime<Utc>) -> Resul
         .fetch_optional(&mut *tx)
         .await?;
         let Some(tenant) = tenant else { continue };
-        jobs::enqueue(
-            &mut tx,
-            &NewJob {
-                tenant,
-                kind: DELETE_JOB,
-                subject: v.backup_id.0,
-                payload: serde_json::json!({}),
-                max_attempts: 100,
-            },
-        )
-        .await?;
+        super::backups::enqueue_delete(&mut tx, tenant, v.backup_id).await?;
         expired.push(v);
     }
     tx.commit().await?;
