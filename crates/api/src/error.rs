@@ -176,15 +176,23 @@ impl From<Error> for ApiError {
             Error::Validation(errors) => Self::Validation(errors),
             Error::Unavailable(msg) => Self::BadGateway(msg),
             Error::LimitReached { limit, message, busy } => Self::LimitReached { limit, message, busy },
+            Error::Database(db) if is_transient(&db) => {
+                Self::Unavailable("the control database is busy with a conflicting change; try again".into())
+            }
             Error::Database(db) => Self::Internal(db.into()),
             Error::Other(other) => Self::Internal(other),
         }
     }
 }
 
+/// Deadlocks, serialization failures and lock timeouts: the same request succeeds when retried.
+fn is_transient(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001" | "55P03")))
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        Self::Internal(e.into())
+        Error::Database(e).into()
     }
 }
 

@@ -133,7 +133,16 @@ impl Spec {
         };
         let tz = parse_timezone("timezone", timezone).map_err(|e| errors.push(e)).ok();
         match (parsed, tz) {
-            (Some(cron), Some(tz)) if errors.is_empty() => Ok(Self { cron, tz }),
+            (Some(cron), Some(tz)) if errors.is_empty() => {
+                let spec = Self { cron, tz };
+                if spec.next_after(Utc::now()).is_none() {
+                    return Err(vec![FieldError::new(
+                        "cron",
+                        "never matches a date (such as the 30th of February)",
+                    )]);
+                }
+                Ok(spec)
+            }
             _ => Err(errors),
         }
     }
@@ -230,7 +239,15 @@ mod tests {
 
     #[test]
     fn refuses_bad_expressions_naming_the_field() {
-        for bad in ["", "* * * *", "0 0 * * * *", "61 * * * *", "0 25 * * *", "x y z w v"] {
+        for bad in [
+            "",
+            "* * * *",
+            "0 0 * * * *",
+            "61 * * * *",
+            "0 25 * * *",
+            "x y z w v",
+            "0 0 30 2 *",
+        ] {
             let errors = Spec::parse(bad, "UTC").unwrap_err();
             assert_eq!(errors[0].field, "cron", "{bad}");
         }

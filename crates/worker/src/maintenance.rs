@@ -133,7 +133,11 @@ impl Maintenance {
             let planets = retention::planets_with_backups(&self.pool, after, 500).await?;
             let Some(last) = planets.last().copied() else { break };
             for planet in planets {
-                expired += apply_retention(&self.pool, planet).await?;
+                match apply_retention(&self.pool, planet).await {
+                    Ok(n) => expired += n,
+                    // One planet's trouble must not stop retention for the others.
+                    Err(e) => tracing::warn!(planet_id = %planet, error = %e, "applying retention failed"),
+                }
             }
             after = Some(last);
         }

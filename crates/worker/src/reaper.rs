@@ -92,15 +92,54 @@ fn orphan_reason(
     }
 }
 
+type Backups = HashMap<Uuid, (String, Option<String>)>;
+type Restores = HashMap<Uuid, String>;
+
+/// The catalog rows (status, and archive for backups) of the owners of a set of keys.
+async fn catalog(pool: &PgPool, owners: impl Iterator<Item = &Owner>) -> anyhow::Result<(Backups, Restores)> {
+    let (mut backup_ids, mut restore_ids) = (Vec::new(), Vec::new());
+    for o in owners {
+        match o {
+            Owner::Backup(id) => backup_ids.push(*id),
+            Owner::Upload(id) => restore_ids.push(*id),
+        }
+    }
+    let backups = sqlx::query_as::<_, (Uuid, String, Option<String>)>(
+        "SELECT id, status, object_key FROM backups WHERE id = ANY($1)",
+    )
+    .bind(&backup_ids)
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(|(id, s, k)| (id, (s, k)))
+    .collect();
+    let restores = sqlx::query_as("SELECT id, status FROM restores WHERE id = ANY($1)")
+        .bind(&restore_ids)
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .collect();
+    Ok((backups, restores))
+}
+
 /// One pass over the bucket and the catalog.
 pub async fn sweep(pool: &PgPool, storage: &Storage, settings: Settings, now: DateTime<Utc>) -> anyhow::Result<Report> {
     let mut report = Report::default();
     let root = storage.tenants_root();
-    let age = |t: Option<DateTime<Utc>>| t.map_or(Duration::MAX, |t| (now - t).to_std().unwrap_or(Duration::ZERO));
+    // An upload whose start time the store does not tell counts as new.
+    let age = |t: Option<DateTime<Utc>>| t.map_or(Duration::ZERO, |t| (now - t).to_std().unwrap_or(Duration::ZERO));
 
-    // 1. Stale multipart uploads.
-    for u in storage.list_uploads(&root).await? {
-        if age(u.initiated) >= settings.stale_upload {
+    // 1. Stale multipart uploads, except those of a backup or restore still in flight.
+    let uploads = storage.list_uploads(&root).await?;
+    let owners: Vec<Option<Owner>> = uploads.iter().map(|u| owner(&root, &u.key)).collect();
+    let (backups, restores) = catalog(pool, owners.iter().flatten()).await?;
+    for (u, owner) in uploads.iter().zip(&owners) {
+        let in_flight = match owner {
+            Some(Owner::Backup(id)) => backups.get(id).is_some_and(|(s, _)| s == "scheduled" || s == "running"),
+            Some(Owner::Upload(id)) => restores.get(id).is_some_and(|s| s == "scheduled" || s == "running"),
+            None => false,
+        };
+        if !in_flight && age(u.initiated) >= settings.stale_upload {
             storage.abort_upload(&u.key, &u.upload_id).await?;
             tracing::info!(key = %u.key, initiated = ?u.initiated, "aborted a stale multipart upload");
             metrics::counter!("svalbard_reaper_actions_total", "action" => "abort_upload").increment(1);
@@ -167,32 +206,7 @@ async fn reap_page(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let owners: Vec<(&Listed, Option<Owner>)> = page.iter().map(|o| (o, owner(root, &o.key))).collect();
-    let ids = |want: fn(&Owner) -> Option<Uuid>| -> Vec<Uuid> {
-        owners.iter().filter_map(|(_, o)| o.as_ref().and_then(want)).collect()
-    };
-    let backup_ids = ids(|o| match o {
-        Owner::Backup(id) => Some(*id),
-        Owner::Upload(_) => None,
-    });
-    let restore_ids = ids(|o| match o {
-        Owner::Upload(id) => Some(*id),
-        Owner::Backup(_) => None,
-    });
-    let backups: HashMap<Uuid, (String, Option<String>)> = sqlx::query_as::<_, (Uuid, String, Option<String>)>(
-        "SELECT id, status, object_key FROM backups WHERE id = ANY($1)",
-    )
-    .bind(&backup_ids)
-    .fetch_all(pool)
-    .await?
-    .into_iter()
-    .map(|(id, s, k)| (id, (s, k)))
-    .collect();
-    let restores: HashMap<Uuid, String> = sqlx::query_as("SELECT id, status FROM restores WHERE id = ANY($1)")
-        .bind(&restore_ids)
-        .fetch_all(pool)
-        .await?
-        .into_iter()
-        .collect();
+    let (backups, restores) = catalog(pool, owners.iter().filter_map(|(_, o)| o.as_ref())).await?;
     for (object, owner) in owners {
         let Some(owner) = owner else {
             tracing::warn!(key = %object.key, "object outside Svalbard's layout; left alone");

@@ -171,6 +171,7 @@ pub async fn create_in(
     new: &NewBackup,
     now: DateTime<Utc>,
 ) -> Result<BackupId> {
+    let own = limits::lock_tenant(conn, tenant).await?;
     // The lock keeps the planet from being deleted under the new backup, and serialises this
     // create with a restore's, which takes it exclusively.
     let (planet_name, engine, class): (String, String, String) = sqlx::query_as(
@@ -191,7 +192,7 @@ pub async fn create_in(
     {
         return Err(busy_conflict(busy, &status));
     }
-    limits::check(conn, tenant, new.limits, Creating::Backup).await?;
+    limits::check(conn, tenant, own, new.limits, Creating::Backup).await?;
     let class = new
         .planet_class
         .unwrap_or(class.parse().map_err(|_| corrupt("planet class"))?);

@@ -38,8 +38,16 @@ fn effective(own: Option<i64>, default: i64) -> Option<i64> {
     own.or(Some(default)).filter(|n| *n > 0)
 }
 
-/// Refuses the create when it would take the tenant past one of its limits.
-pub async fn check(conn: &mut PgConnection, tenant: TenantId, defaults: Limits, creating: Creating) -> Result<()> {
+/// The tenant's own limits, read under a lock that every create of the tenant takes first
+/// (tenant, then planet: the order deleting a tenant takes its rows in).
+#[derive(Debug, Clone, Copy)]
+pub struct Locked {
+    jobs: Option<i32>,
+    bytes: Option<i64>,
+    backups: Option<i32>,
+}
+
+pub async fn lock_tenant(conn: &mut PgConnection, tenant: TenantId) -> Result<Locked> {
     let (jobs, bytes, backups): (Option<i32>, Option<i64>, Option<i32>) = sqlx::query_as(
         "SELECT max_concurrent_jobs, max_stored_bytes, max_backups FROM tenants WHERE id = $1 FOR NO KEY UPDATE",
     )
@@ -47,6 +55,19 @@ pub async fn check(conn: &mut PgConnection, tenant: TenantId, defaults: Limits, 
     .fetch_optional(&mut *conn)
     .await?
     .ok_or(Error::NotFound("tenant"))?;
+    Ok(Locked { jobs, bytes, backups })
+}
+
+/// Refuses the create when it would take the tenant past one of its limits. The caller holds
+/// the tenant locked ([`lock_tenant`]).
+pub async fn check(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    own: Locked,
+    defaults: Limits,
+    creating: Creating,
+) -> Result<()> {
+    let Locked { jobs, bytes, backups } = own;
     if let Some(max) = effective(jobs.map(i64::from), defaults.concurrent_jobs) {
         let n: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM jobs WHERE tenant_id = $1 AND kind IN ($2, $3) AND state IN ('queued', 'running')",

@@ -128,6 +128,7 @@ pub async fn create_with_id(
     new: NewRestore,
 ) -> Result<Restore> {
     let mut tx = pool.begin().await?;
+    let own = super::limits::lock_tenant(&mut tx, tenant).await?;
     let (target_project, engine, database): (ProjectId, String, String) = sqlx::query_as(
         "SELECT project_id, engine, database_name FROM planets WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
     )
@@ -159,7 +160,7 @@ pub async fn create_with_id(
         }
     }
     ensure_idle(&mut tx, new.target_planet).await?;
-    super::limits::check(&mut tx, tenant, new.limits, super::limits::Creating::Restore).await?;
+    super::limits::check(&mut tx, tenant, own, new.limits, super::limits::Creating::Restore).await?;
     let (key, name, size) = new
         .upload
         .clone()

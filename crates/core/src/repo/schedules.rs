@@ -174,93 +174,148 @@ pub struct Settings<'a> {
     pub batch: i64,
 }
 
-/// Handles every schedule due at `now`: creates its backup (`method: periodic`) or records why
-/// the run was skipped, and moves it to its first run after `now`. Schedules another scheduler
-/// holds are passed over, and are no longer due once it commits.
+/// Handles the schedules due at `now` (up to a batch): creates each one's backup
+/// (`method: periodic`) or records why the run was skipped, and moves it to its first run after
+/// `now`. Each schedule is handled in a transaction of its own that locks the tenant, the planet
+/// and then the schedule (the order creates and deletes take them in), so a schedule another
+/// scheduler is handling is passed over and is no longer due once it commits. A schedule that
+/// fails is recorded as such and does not hold up the others.
 pub async fn run_due(pool: &PgPool, now: DateTime<Utc>, settings: &Settings<'_>) -> Result<Vec<Run>> {
-    let mut tx = pool.begin().await?;
-    let due = sqlx::query_as::<_, DueRow>(
-        "SELECT tenant_id, project_id, planet_id, cron, timezone, mechanism, retention, next_run_at
-         FROM schedules WHERE enabled AND next_run_at <= $1
-         ORDER BY next_run_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+    let due: Vec<(TenantId, PlanetId, String, String)> = sqlx::query_as(
+        "SELECT tenant_id, planet_id, cron, timezone FROM schedules WHERE enabled AND next_run_at <= $1
+         ORDER BY next_run_at LIMIT $2",
     )
     .bind(now)
     .bind(settings.batch)
-    .fetch_all(&mut *tx)
+    .fetch_all(pool)
     .await?;
-    // Planets and tenants are locked in one order by every scheduler, so two never deadlock.
-    let mut due = due;
-    due.sort_by_key(|d| (d.tenant_id.0, d.planet_id.0));
     let mut runs = Vec::with_capacity(due.len());
-    for d in due {
-        let spec = Spec::parse(&d.cron, &d.timezone);
-        let (next, coalesced) = match &spec {
-            Ok(spec) => (spec.next_after(now), spec.count_between(d.next_run_at, now)),
-            Err(_) => (None, 0),
-        };
-        let created = match spec {
-            Err(_) => Err(Error::Conflict(
-                "the stored cron expression or time zone is invalid; schedule disabled".into(),
-            )),
-            Ok(_) => {
-                let new = NewBackup {
-                    mechanism: d.mechanism.parse().unwrap_or(Mechanism::Logical),
-                    method: Method::Periodic,
-                    planet_class: None,
-                    temporary: false,
-                    retention_days: d.retention.0.retention_period_in_days,
-                    metadata: Metadata {
-                        name: Some(format!("scheduled {}", d.next_run_at.format("%Y-%m-%dT%H:%M:%SZ"))),
-                        description: None,
-                    },
-                    max_attempts: settings.max_attempts,
-                    limits: settings.limits,
-                };
-                let prefix = settings.prefix;
-                backups::create_in(
-                    &mut tx,
-                    d.tenant_id,
-                    d.project_id,
-                    d.planet_id,
-                    |id| prefix(d.tenant_id, d.project_id, d.planet_id, id),
-                    &new,
-                    now,
+    for (tenant, planet, cron, timezone) in due {
+        match run_one(pool, now, settings, tenant, planet).await {
+            Ok(Some(run)) => runs.push(run),
+            Ok(None) => {}
+            Err(e) => {
+                let next = Spec::parse(&cron, &timezone).ok().and_then(|s| s.next_after(now));
+                let outcome = format!("failed: {e}");
+                let recorded: Option<DateTime<Utc>> = sqlx::query_scalar(
+                    "UPDATE schedules SET next_run_at = $2, last_run_at = next_run_at, last_outcome = $3,
+                            skipped_runs = skipped_runs + 1, enabled = enabled AND $2 IS NOT NULL, updated_at = now()
+                     WHERE planet_id = $1 AND enabled AND next_run_at <= $4
+                     RETURNING last_run_at",
                 )
-                .await
+                .bind(planet)
+                .bind(next)
+                .bind(&outcome)
+                .bind(now)
+                .fetch_optional(pool)
+                .await?;
+                if let Some(due) = recorded {
+                    runs.push(Run {
+                        tenant,
+                        planet,
+                        due,
+                        backup: None,
+                        coalesced: 0,
+                        outcome,
+                    });
+                }
             }
-        };
-        let (backup, outcome) = match created {
-            Ok(id) if coalesced > 0 => (
-                Some(id),
-                format!("created backup {id}; {coalesced} missed run(s) coalesced into it"),
-            ),
-            Ok(id) => (Some(id), format!("created backup {id}")),
-            Err(Error::Conflict(msg) | Error::LimitReached { message: msg, .. }) => (None, format!("skipped: {msg}")),
-            Err(e) => return Err(e),
-        };
-        sqlx::query(
-            "UPDATE schedules SET next_run_at = $2, last_run_at = $3, last_outcome = $4,
-                    last_backup_id = COALESCE($5, last_backup_id),
-                    skipped_runs = skipped_runs + CASE WHEN $5 IS NULL THEN 1 ELSE 0 END,
-                    enabled = enabled AND $2 IS NOT NULL, updated_at = now()
-             WHERE planet_id = $1",
-        )
-        .bind(d.planet_id)
-        .bind(next)
-        .bind(d.next_run_at)
-        .bind(&outcome)
-        .bind(backup)
+        }
+    }
+    Ok(runs)
+}
+
+async fn run_one(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    settings: &Settings<'_>,
+    tenant: TenantId,
+    planet: PlanetId,
+) -> Result<Option<Run>> {
+    let mut tx = pool.begin().await?;
+    super::limits::lock_tenant(&mut tx, tenant).await?;
+    sqlx::query("SELECT 1 FROM planets WHERE id = $1 FOR SHARE")
+        .bind(planet)
         .execute(&mut *tx)
         .await?;
-        runs.push(Run {
-            tenant: d.tenant_id,
-            planet: d.planet_id,
-            due: d.next_run_at,
-            backup,
-            coalesced,
-            outcome,
-        });
-    }
+    let Some(d) = sqlx::query_as::<_, DueRow>(
+        "SELECT tenant_id, project_id, planet_id, cron, timezone, mechanism, retention, next_run_at
+         FROM schedules WHERE planet_id = $1 AND enabled AND next_run_at <= $2 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(planet)
+    .bind(now)
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        // Another scheduler handled it meanwhile.
+        return Ok(None);
+    };
+    let spec = Spec::parse(&d.cron, &d.timezone);
+    let (next, coalesced) = match &spec {
+        Ok(spec) => (spec.next_after(now), spec.count_between(d.next_run_at, now)),
+        Err(_) => (None, 0),
+    };
+    let created = match spec {
+        Err(_) => Err(Error::Conflict(
+            "the stored cron expression or time zone is invalid; schedule disabled".into(),
+        )),
+        Ok(_) => {
+            let new = NewBackup {
+                mechanism: d.mechanism.parse().unwrap_or(Mechanism::Logical),
+                method: Method::Periodic,
+                planet_class: None,
+                temporary: false,
+                retention_days: d.retention.0.retention_period_in_days,
+                metadata: Metadata {
+                    name: Some(format!("scheduled {}", d.next_run_at.format("%Y-%m-%dT%H:%M:%SZ"))),
+                    description: None,
+                },
+                max_attempts: settings.max_attempts,
+                limits: settings.limits,
+            };
+            let prefix = settings.prefix;
+            backups::create_in(
+                &mut tx,
+                d.tenant_id,
+                d.project_id,
+                d.planet_id,
+                |id| prefix(d.tenant_id, d.project_id, d.planet_id, id),
+                &new,
+                now,
+            )
+            .await
+        }
+    };
+    let (backup, outcome) = match created {
+        Ok(id) if coalesced > 0 => (
+            Some(id),
+            format!("created backup {id}; {coalesced} missed run(s) coalesced into it"),
+        ),
+        Ok(id) => (Some(id), format!("created backup {id}")),
+        Err(Error::Conflict(msg) | Error::LimitReached { message: msg, .. }) => (None, format!("skipped: {msg}")),
+        Err(e) => return Err(e),
+    };
+    sqlx::query(
+        "UPDATE schedules SET next_run_at = $2, last_run_at = $3, last_outcome = $4,
+                last_backup_id = COALESCE($5, last_backup_id),
+                skipped_runs = skipped_runs + CASE WHEN $5 IS NULL THEN 1 ELSE 0 END,
+                enabled = enabled AND $2 IS NOT NULL, updated_at = now()
+         WHERE planet_id = $1",
+    )
+    .bind(d.planet_id)
+    .bind(next)
+    .bind(d.next_run_at)
+    .bind(&outcome)
+    .bind(backup)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
-    Ok(runs)
+    Ok(Some(Run {
+        tenant: d.tenant_id,
+        planet: d.planet_id,
+        due: d.next_run_at,
+        backup,
+        coalesced,
+        outcome,
+    }))
 }

@@ -58,7 +58,11 @@ pub async fn delete(pool: &PgPool, tenant: TenantId) -> Result<()> {
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(Error::NotFound("tenant"))?;
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM backups WHERE tenant_id = $1 AND status <> 'deleted'")
+    // Backups that hold objects, or may: a tenant's rows go with it, its archives must not be orphaned.
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM backups WHERE tenant_id = $1
+           AND (status IN ('scheduled', 'running', 'succeeded', 'deleting') OR (status = 'expired' AND object_key IS NOT NULL))",
+    )
         .bind(tenant)
         .fetch_one(&mut *tx)
         .await?;
