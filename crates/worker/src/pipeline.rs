@@ -39,7 +39,7 @@ pub const MAX_PARTS: u32 = 10_000;
 const READ_CHUNK: usize = 256 * 1024;
 
 /// Chunks queued between the reader and the compressor.
-const CHUNKS_QUEUED: usize = 8;
+const CHUNKS_QUEUED: usize = 32;
 
 /// How long aborting a failed upload may take before it is left to the bucket's lifecycle rules.
 const ABORT_TIMEOUT: Duration = Duration::from_secs(60);

@@ -40,6 +40,9 @@ pub struct ProcessStream {
     exit_reported: bool,
 }
 
+/// Kernel buffer of the dump tool's stdout (the unprivileged maximum by default).
+const PIPE_SIZE: usize = 1024 * 1024;
+
 impl ProcessStream {
     /// Starts `cmd`, which must pipe stdout and stderr and kill on drop; `name` appears in errors.
     pub fn spawn(mut cmd: Command, name: &'static str) -> anyhow::Result<Self> {
@@ -48,6 +51,11 @@ impl ProcessStream {
             .spawn()
             .with_context(|| format!("cannot start {name}"))?;
         let stdout = child.stdout.take().with_context(|| format!("{name} without stdout"))?;
+        // A deeper pipe lets the dump tool keep writing while the reader is busy for a moment
+        // (a part being handed to the uploader); best effort, the default is 64 KiB.
+        if let Err(e) = rustix::pipe::fcntl_setpipe_size(&stdout, PIPE_SIZE) {
+            tracing::debug!(error = %e, "could not enlarge the dump pipe");
+        }
         let mut stderr = child.stderr.take().with_context(|| format!("{name} without stderr"))?;
         let exit = tokio::spawn(async move {
             let mut kept = Vec::new();
