@@ -9,7 +9,7 @@ use svalbard_core::domain::{PlanetClass, check};
 use svalbard_core::ids::{BackupId, ProjectId, TenantId};
 use svalbard_core::page::Page;
 use svalbard_core::repo::backups::{self, NewBackup};
-use svalbard_core::repo::{restores, retention};
+use svalbard_core::repo::restores;
 use svalbard_core::restore::RestoreStatus;
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -242,7 +242,7 @@ async fn update_backup(
     } = path.into_inner();
     let tenant = auth.tenant_with(tenant, Role::Admin)?;
     if let Some(pinned) = body.pinned {
-        retention::set_pinned(&state.pool, tenant, project, backup, pinned).await?;
+        backups::set_pinned(&state.pool, tenant, project, backup, pinned).await?;
     }
     Ok(HttpResponse::Ok().json(backups::get(&state.pool, tenant, project, backup).await?))
 }

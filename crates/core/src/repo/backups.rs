@@ -326,6 +326,48 @@ pub async fn get(pool: &PgPool, tenant: TenantId, project: ProjectId, id: Backup
     row(pool, tenant, project, id).await?.into_backup()
 }
 
+/// Locks one of the tenant's backups for a change and reads its status.
+async fn lock_status(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    project: ProjectId,
+    id: BackupId,
+) -> Result<BackupStatus> {
+    let status: String = sqlx::query_scalar(
+        "SELECT status FROM backups WHERE tenant_id = $1 AND project_id = $2 AND id = $3 FOR UPDATE",
+    )
+    .bind(tenant)
+    .bind(project)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(Error::NotFound("backup"))?;
+    status.parse().map_err(|_| corrupt("status"))
+}
+
+/// Pins or unpins a backup. Only backups that still hold (or will hold) an archive can be pinned.
+pub async fn set_pinned(pool: &PgPool, tenant: TenantId, project: ProjectId, id: BackupId, pinned: bool) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    let status = lock_status(&mut tx, tenant, project, id).await?;
+    if pinned
+        && matches!(
+            status,
+            BackupStatus::Expired | BackupStatus::Deleting | BackupStatus::Deleted
+        )
+    {
+        return Err(Error::Conflict(format!(
+            "backup {id} is {status}; its archive is gone or going, so it cannot be pinned"
+        )));
+    }
+    sqlx::query("UPDATE backups SET pinned = $2 WHERE id = $1")
+        .bind(id)
+        .bind(pinned)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Deletes a backup: a queued one is cancelled outright; a running one is cancelled and its
 /// leftovers removed once its worker has stopped; a finished one goes `deleting` and a job
 /// removes its objects. Repeating the call changes nothing.
@@ -337,16 +379,7 @@ pub async fn request_delete(
     settle: std::time::Duration,
 ) -> Result<Backup> {
     let mut tx = pool.begin().await?;
-    let status: String = sqlx::query_scalar(
-        "SELECT status FROM backups WHERE tenant_id = $1 AND project_id = $2 AND id = $3 FOR UPDATE",
-    )
-    .bind(tenant)
-    .bind(project)
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or(Error::NotFound("backup"))?;
-    let status: BackupStatus = status.parse().map_err(|_| corrupt("status"))?;
+    let status = lock_status(&mut tx, tenant, project, id).await?;
     match status {
         BackupStatus::Deleted => {}
         // A deletion whose job gave up is started again; one under way is left alone.

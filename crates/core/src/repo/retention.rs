@@ -8,7 +8,7 @@ use sqlx::{PgConnection, PgPool};
 use utoipa::ToSchema;
 
 use crate::error::Result;
-use crate::ids::{BackupId, PlanetId, ProjectId, TenantId};
+use crate::ids::{PlanetId, ProjectId, TenantId};
 use crate::retention::{Candidate, Verdict, evaluate};
 use crate::schedule::RetentionPolicy;
 
@@ -99,30 +99,4 @@ pub async fn planets_with_backups(pool: &PgPool, after: Option<PlanetId>, limit:
     .bind(limit)
     .fetch_all(pool)
     .await?)
-}
-
-/// Pins or unpins a backup. Only backups that still hold (or will hold) an archive can be pinned.
-pub async fn set_pinned(pool: &PgPool, tenant: TenantId, project: ProjectId, id: BackupId, pinned: bool) -> Result<()> {
-    let mut tx = pool.begin().await?;
-    let status: String = sqlx::query_scalar(
-        "SELECT status FROM backups WHERE tenant_id = $1 AND project_id = $2 AND id = $3 FOR UPDATE",
-    )
-    .bind(tenant)
-    .bind(project)
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or(crate::Error::NotFound("backup"))?;
-    if pinned && matches!(status.as_str(), "expired" | "deleting" | "deleted") {
-        return Err(crate::Error::Conflict(format!(
-            "backup {id} is {status}; its archive is gone or going, so it cannot be pinned"
-        )));
-    }
-    sqlx::query("UPDATE backups SET pinned = $2 WHERE id = $1")
-        .bind(id)
-        .bind(pinned)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(())
 }
