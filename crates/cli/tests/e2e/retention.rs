@@ -160,6 +160,64 @@ async fn a_deletion_cut_short_by_a_dying_worker_completes_later() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_worker_process_mid_deletion_leaves_the_deletion_to_finish_later() {
+    use futures_util::StreamExt as _;
+    let env = Env::new().await;
+    let src = source::create("killdel", &source::sample_schema(500)).await.unwrap();
+    let planet = env.planet("orders", &src, "postgres", None).await;
+    let (stop, worker) = env.worker();
+    let b = env.take_backup(&planet).await;
+    stop.cancel();
+    worker.await.unwrap();
+    let id = b["id"].as_str().unwrap();
+    // Enough objects in the backup's folder that removing them takes a while.
+    let prefix = env.prefix_of(&b).await;
+    futures_util::stream::iter(0..600)
+        .map(|i| {
+            let (s, key) = (&env.storage, format!("{prefix}extra-{i:04}"));
+            async move { s.put(&key, vec![0; 16], "application/octet-stream").await.unwrap() }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+    let total = env.keys_of(&b).await.len();
+    assert_eq!(total, 602);
+
+    // A real `svalbard work` starts deleting, and is killed without warning half-way.
+    let mut doomed = env.worker_process();
+    let r = env.app.delete(&env.backup_path(id), &env.token).await;
+    assert_eq!(r.status, 202);
+    let started = std::time::Instant::now();
+    loop {
+        let left = env.keys_of(&b).await.len();
+        if left < total {
+            break;
+        }
+        assert!(started.elapsed() < MINUTE, "the deletion never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    doomed.start_kill().unwrap();
+    doomed.wait().await.unwrap();
+    let left = env.keys_of(&b).await.len();
+    assert!(left > 0, "the deletion finished before the kill; nothing was cut short");
+    assert_eq!(env.backup(id).await["status"], "deleting");
+
+    // Once the dead worker's lease runs out, another worker finishes the job.
+    let (stop, worker) = env.worker();
+    env.wait_status(id, "deleted", MINUTE).await;
+    stop.cancel();
+    worker.await.unwrap();
+    let (keys, uploads) = env.leftovers(&b).await;
+    assert!(keys.is_empty() && uploads.is_empty(), "{} objects left", keys.len());
+    let jobs = env.attempts(id).await;
+    assert!(
+        jobs.iter()
+            .any(|(kind, attempts, state)| kind == "delete-backup" && *attempts >= 2 && state == "succeeded"),
+        "{jobs:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reaper_sweeps_orphans_and_stale_uploads_and_flags_lost_archives() {
     let env = Env::new().await;
     let src = source::create("reaper", &source::sample_schema(500)).await.unwrap();
