@@ -156,8 +156,11 @@ pub async fn create(
 ) -> Result<Backup> {
     let mut tx = pool.begin().await?;
     let id = create_in(&mut tx, tenant, project, planet, prefix, &new, Utc::now()).await?;
+    // Read inside the transaction: the answer shows the backup as created (`scheduled`), even
+    // if a worker picks it up the moment it commits.
+    let created = row(&mut *tx, tenant, project, id).await?.into_backup()?;
     tx.commit().await?;
-    get(pool, tenant, project, id).await
+    Ok(created)
 }
 
 /// Inserts the backup and its job inside the caller's transaction (the scheduler's, which also
@@ -309,7 +312,7 @@ pub async fn list_for_project(
     list(pool, tenant, project, None, status, page).await
 }
 
-pub async fn row(pool: &PgPool, tenant: TenantId, project: ProjectId, id: BackupId) -> Result<Row> {
+pub async fn row<'e>(db: impl sqlx::PgExecutor<'e>, tenant: TenantId, project: ProjectId, id: BackupId) -> Result<Row> {
     sqlx::query_as::<_, Row>(concat!(
         backup_select!(),
         "WHERE b.tenant_id = $1 AND b.project_id = $2 AND b.id = $3"
@@ -317,7 +320,7 @@ pub async fn row(pool: &PgPool, tenant: TenantId, project: ProjectId, id: Backup
     .bind(tenant)
     .bind(project)
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await?
     .ok_or(Error::NotFound("backup"))
 }

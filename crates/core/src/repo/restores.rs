@@ -201,11 +201,18 @@ pub async fn create_with_id(
         },
     )
     .await?;
+    // As created (`scheduled`), whatever a worker does the moment it commits.
+    let created = get(&mut *tx, tenant, target_project, id).await?;
     tx.commit().await?;
-    get(pool, tenant, target_project, id).await
+    Ok(created)
 }
 
-pub async fn get(pool: &PgPool, tenant: TenantId, project: ProjectId, id: RestoreId) -> Result<Restore> {
+pub async fn get<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    tenant: TenantId,
+    project: ProjectId,
+    id: RestoreId,
+) -> Result<Restore> {
     sqlx::query_as::<_, Row>(concat!(
         "SELECT ",
         restore_columns!(),
@@ -214,7 +221,7 @@ pub async fn get(pool: &PgPool, tenant: TenantId, project: ProjectId, id: Restor
     .bind(tenant)
     .bind(project)
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await?
     .ok_or(Error::NotFound("restore"))?
     .into_restore()
