@@ -120,6 +120,22 @@ pub async fn complete(conn: &mut PgConnection, job: JobId, worker: &str) -> Resu
     Ok(n == 1)
 }
 
+/// Ends a worker's fenced transaction: when its update of the job's subject hit the row
+/// (`updated == 1`), completes the job and commits both; otherwise rolls everything back.
+/// `false`: the job is not ours any more.
+pub async fn complete_with(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    updated: u64,
+    job: JobId,
+    worker: &str,
+) -> Result<bool> {
+    if updated != 1 || !complete(&mut tx, job, worker).await? {
+        return Ok(false);
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
 /// Exponential backoff with ±25 % jitter, capped at an hour.
 #[must_use]
 pub fn backoff(base: Duration, attempts: i32) -> Duration {

@@ -568,11 +568,7 @@ pub async fn succeed(pool: &PgPool, id: BackupId, job: JobId, worker: &str, s: &
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    if n != 1 || !jobs::complete(&mut tx, job, worker).await? {
-        return Ok(false);
-    }
-    tx.commit().await?;
-    Ok(true)
+    jobs::complete_with(tx, n, job, worker).await
 }
 
 /// Records the end of a backup that will not be retried: `failed` (permanent error) or

@@ -328,11 +328,7 @@ pub async fn succeed(pool: &PgPool, id: RestoreId, job: JobId, worker: &str, v: 
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    if n != 1 || !jobs::complete(&mut tx, job, worker).await? {
-        return Ok(false);
-    }
-    tx.commit().await?;
-    Ok(true)
+    jobs::complete_with(tx, n, job, worker).await
 }
 
 /// The end of a restore that will not be retried.

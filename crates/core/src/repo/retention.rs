@@ -28,14 +28,17 @@ pub struct Preview {
 
 async fn judge(conn: &mut PgConnection, planet: PlanetId, now: DateTime<Utc>, lock: bool) -> Result<Preview> {
     let (policy, tz) = super::schedules::policy(conn, planet).await?;
+    macro_rules! candidates {
+        () => {
+            "SELECT b.id, b.name, b.created_at, b.pinned, b.temporary, b.expiration_date,
+                    EXISTS (SELECT 1 FROM restores r WHERE r.source_backup_id = b.id AND r.status IN ('scheduled', 'running')) AS in_use
+             FROM backups b WHERE b.planet_id = $1 AND b.status = 'succeeded'"
+        };
+    }
     let sql = if lock {
-        "SELECT b.id, b.name, b.created_at, b.pinned, b.temporary, b.expiration_date,
-                EXISTS (SELECT 1 FROM restores r WHERE r.source_backup_id = b.id AND r.status IN ('scheduled', 'running')) AS in_use
-         FROM backups b WHERE b.planet_id = $1 AND b.status = 'succeeded' ORDER BY b.id FOR UPDATE OF b"
+        concat!(candidates!(), " ORDER BY b.id FOR UPDATE OF b")
     } else {
-        "SELECT b.id, b.name, b.created_at, b.pinned, b.temporary, b.expiration_date,
-                EXISTS (SELECT 1 FROM restores r WHERE r.source_backup_id = b.id AND r.status IN ('scheduled', 'running')) AS in_use
-         FROM backups b WHERE b.planet_id = $1 AND b.status = 'succeeded'"
+        candidates!()
     };
     let backups = sqlx::query_as::<_, Candidate>(sql)
         .bind(planet)

@@ -70,29 +70,27 @@ pub async fn put(
 ) -> Result<(Schedule, bool)> {
     super::planets::get(pool, tenant, project, planet).await?;
     let next = new.enabled.then(|| new.spec.next_after(now)).flatten();
-    let (row, created): (Row, bool) = {
-        let row = sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO schedules (planet_id, tenant_id, project_id, cron, timezone, enabled, mechanism, retention, next_run_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (planet_id) DO UPDATE SET cron = $4, timezone = $5, enabled = $6, mechanism = $7,
-                    retention = $8, next_run_at = $9, updated_at = now()
-             RETURNING {COLUMNS}"
-        )))
-        .bind(planet)
-        .bind(tenant)
-        .bind(project)
-        .bind(&new.cron)
-        .bind(&new.timezone)
-        .bind(new.enabled)
-        .bind(new.mechanism.as_str())
-        .bind(sqlx::types::Json(&new.retention))
-        .bind(next)
-        .fetch_one(pool)
-        .await
-        .map_err(|e| super::fk_to_not_found(e, "planet"))?;
-        let created = row.created_at == row.updated_at;
-        (row, created)
-    };
+    let row = sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO schedules (planet_id, tenant_id, project_id, cron, timezone, enabled, mechanism, retention, next_run_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (planet_id) DO UPDATE SET cron = $4, timezone = $5, enabled = $6, mechanism = $7,
+                retention = $8, next_run_at = $9, updated_at = now()
+         RETURNING {COLUMNS}"
+    )))
+    .bind(planet)
+    .bind(tenant)
+    .bind(project)
+    .bind(&new.cron)
+    .bind(&new.timezone)
+    .bind(new.enabled)
+    .bind(new.mechanism.as_str())
+    .bind(sqlx::types::Json(&new.retention))
+    .bind(next)
+    .fetch_one(pool)
+    .await
+    .map_err(|e| super::fk_to_not_found(e, "planet"))?;
+    // Inserted and updated rows differ in that an update moves `updated_at` past `created_at`.
+    let created = row.created_at == row.updated_at;
     Ok((row.into_schedule()?, created))
 }
 
