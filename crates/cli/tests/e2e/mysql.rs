@@ -114,14 +114,7 @@ async fn mariadb_backup_and_restore_round_trip_with_routines_and_triggers() {
     );
 
     let target = fresh("myr");
-    let r = env
-        .app
-        .post(
-            &format!("{}/restores", env.backup_path(&id)),
-            &env.token,
-            json!({ "targetDatabase": target }),
-        )
-        .await;
+    let r = env.restore(&id, &env.token, json!({ "targetDatabase": target })).await;
     assert_eq!(r.status, 202, "{}", r.text);
     let done = env.restore_outcome(&r.header("location").unwrap()).await;
     assert_eq!(done["status"], "succeeded", "{done}");
@@ -135,12 +128,7 @@ async fn mariadb_backup_and_restore_round_trip_with_routines_and_triggers() {
     mariadb(Some(&target), "DELETE FROM customers WHERE id > 10");
     let admin = env.app.token(&env.tenant, Role::Admin);
     let r = env
-        .app
-        .post(
-            &format!("{}/restores", env.backup_path(&id)),
-            &admin,
-            json!({ "targetDatabase": target, "replace": true }),
-        )
+        .restore(&id, &admin, json!({ "targetDatabase": target, "replace": true }))
         .await;
     let done = env.restore_outcome(&r.header("location").unwrap()).await;
     assert_eq!(done["status"], "succeeded", "{done}");
@@ -148,14 +136,7 @@ async fn mariadb_backup_and_restore_round_trip_with_routines_and_triggers() {
     // Without replace into a non-empty target: refused, untouched.
     mariadb(Some(&target), "DELETE FROM customers WHERE id > 100");
     let before = fingerprint(&target);
-    let r = env
-        .app
-        .post(
-            &format!("{}/restores", env.backup_path(&id)),
-            &env.token,
-            json!({ "targetDatabase": target }),
-        )
-        .await;
+    let r = env.restore(&id, &env.token, json!({ "targetDatabase": target })).await;
     let done = env.restore_outcome(&r.header("location").unwrap()).await;
     assert_eq!(done["status"], "failed");
     assert_eq!(fingerprint(&target), before);
@@ -195,14 +176,7 @@ async fn mariadb_wrong_password_and_corrupted_archive_are_refused() {
     )
     .await;
     let target = fresh("myc");
-    let r = env
-        .app
-        .post(
-            &format!("{}/restores", env.backup_path(&id)),
-            &env.token,
-            json!({ "targetDatabase": target }),
-        )
-        .await;
+    let r = env.restore(&id, &env.token, json!({ "targetDatabase": target })).await;
     let done = env.restore_outcome(&r.header("location").unwrap()).await;
     assert_eq!(done["status"], "failed");
     assert!(done["errorMessage"].as_str().unwrap().contains("corrupted"), "{done}");

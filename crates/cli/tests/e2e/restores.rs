@@ -29,7 +29,8 @@ impl Env {
         (src, planet, id)
     }
 
-    async fn restore(&self, backup: &str, token: &str, body: Value) -> svalbard_testkit::app::Resp {
+    /// Asks for a restore of a stored backup.
+    pub(crate) async fn restore(&self, backup: &str, token: &str, body: Value) -> svalbard_testkit::app::Resp {
         self.app.post(&self.restores_of(backup), token, body).await
     }
 

@@ -25,6 +25,24 @@ fn ids(b: &Value) -> (TenantId, ProjectId, PlanetId, BackupId) {
 }
 
 impl Env {
+    /// A PostgreSQL planet over a fresh small source database.
+    async fn orders_planet(&self, hint: &str) -> String {
+        let src = source::create(hint, &source::sample_schema(500)).await.unwrap();
+        self.planet("orders", &src, "postgres", None).await
+    }
+
+    /// `n` succeeded backups of the planet, taken by a worker that stops afterwards.
+    async fn backups_of(&self, planet: &str, n: usize) -> Vec<Value> {
+        let (stop, worker) = self.worker();
+        let mut taken = Vec::new();
+        for _ in 0..n {
+            taken.push(self.take_backup(planet).await);
+        }
+        stop.cancel();
+        worker.await.unwrap();
+        taken
+    }
+
     async fn take_backup(&self, planet: &str) -> Value {
         let created = self.start_backup(planet).await;
         self.wait_status(created["id"].as_str().unwrap(), "succeeded", MINUTE)
@@ -44,8 +62,7 @@ impl Env {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_takes_due_scheduled_backups_and_retention_expires_the_old_ones() {
     let env = Env::new().await;
-    let src = source::create("sched", &source::sample_schema(500)).await.unwrap();
-    let planet = env.planet("orders", &src, "postgres", None).await;
+    let planet = env.orders_planet("sched").await;
     let schedule = format!("{}/{planet}/schedule", env.planets());
     let r = env
         .app
@@ -117,12 +134,8 @@ async fn the_worker_takes_due_scheduled_backups_and_retention_expires_the_old_on
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deletion_cut_short_by_a_dying_worker_completes_later() {
     let env = Env::new().await;
-    let src = source::create("crashdel", &source::sample_schema(500)).await.unwrap();
-    let planet = env.planet("orders", &src, "postgres", None).await;
-    let (stop, worker) = env.worker();
-    let b = env.take_backup(&planet).await;
-    stop.cancel();
-    worker.await.unwrap();
+    let planet = env.orders_planet("crashdel").await;
+    let b = env.backups_of(&planet, 1).await.remove(0);
     let id = b["id"].as_str().unwrap();
     assert_eq!(env.keys_of(&b).await.len(), 2);
 
@@ -163,12 +176,8 @@ async fn a_deletion_cut_short_by_a_dying_worker_completes_later() {
 async fn killing_the_worker_process_mid_deletion_leaves_the_deletion_to_finish_later() {
     use futures_util::StreamExt as _;
     let env = Env::new().await;
-    let src = source::create("killdel", &source::sample_schema(500)).await.unwrap();
-    let planet = env.planet("orders", &src, "postgres", None).await;
-    let (stop, worker) = env.worker();
-    let b = env.take_backup(&planet).await;
-    stop.cancel();
-    worker.await.unwrap();
+    let planet = env.orders_planet("killdel").await;
+    let b = env.backups_of(&planet, 1).await.remove(0);
     let id = b["id"].as_str().unwrap();
     // Enough objects in the backup's folder that removing them takes a while.
     let prefix = env.prefix_of(&b).await;
@@ -220,13 +229,8 @@ async fn killing_the_worker_process_mid_deletion_leaves_the_deletion_to_finish_l
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reaper_sweeps_orphans_and_stale_uploads_and_flags_lost_archives() {
     let env = Env::new().await;
-    let src = source::create("reaper", &source::sample_schema(500)).await.unwrap();
-    let planet = env.planet("orders", &src, "postgres", None).await;
-    let (stop, worker) = env.worker();
-    let lost = env.take_backup(&planet).await;
-    let kept = env.take_backup(&planet).await;
-    stop.cancel();
-    worker.await.unwrap();
+    let planet = env.orders_planet("reaper").await;
+    let [lost, kept]: [Value; 2] = env.backups_of(&planet, 2).await.try_into().unwrap();
     let s = &env.storage;
     let (t, p, x, _) = ids(&kept);
 
