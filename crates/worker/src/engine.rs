@@ -104,6 +104,7 @@ impl Postgres {
             user: conn.user.clone(),
             password: conn.password.as_ref().map(|p| p.expose_secret().to_owned().into()),
             sslmode: conn.sslmode.as_str().to_owned(),
+            hostaddr: conn.hostaddr,
         }
     }
 }
@@ -312,6 +313,7 @@ impl Mysql {
             user: conn.user.clone(),
             password: conn.password.as_ref().map(|p| p.expose_secret().to_owned().into()),
             sslmode: conn.sslmode.as_str().to_owned(),
+            hostaddr: conn.hostaddr,
         }
     }
 

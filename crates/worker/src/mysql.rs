@@ -17,6 +17,9 @@ pub struct ConnParams {
     pub password: Option<SecretString>,
     /// PostgreSQL-style mode, mapped to the client's TLS options.
     pub sslmode: String,
+    /// The checked address to connect to; the client has no separate name for TLS, so this
+    /// replaces `host` on the command line.
+    pub hostaddr: Option<std::net::IpAddr>,
 }
 
 fn which(names: &[&str]) -> Option<PathBuf> {
@@ -51,7 +54,8 @@ pub fn tool_version(bin: &Path) -> anyhow::Result<String> {
 }
 
 fn apply_conn(cmd: &mut Command, conn: &ConnParams) {
-    cmd.arg(format!("--host={}", conn.host))
+    let host = conn.hostaddr.map_or_else(|| conn.host.clone(), |a| a.to_string());
+    cmd.arg(format!("--host={host}"))
         .arg(format!("--port={}", conn.port))
         .arg(format!("--user={}", conn.user))
         .arg("--protocol=TCP")
@@ -184,6 +188,7 @@ mod tests {
             user: "u".into(),
             password: Some(SecretString::from("s3cret")),
             sslmode: "disable".into(),
+            hostaddr: None,
         };
         let cmd = dump_command(Path::new("/usr/bin/mariadb-dump"), &conn);
         let args: Vec<String> = cmd

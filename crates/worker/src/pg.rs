@@ -22,6 +22,8 @@ pub struct ConnParams {
     pub password: Option<SecretString>,
     /// libpq `sslmode`: `disable`, `prefer`, `require`, `verify-full`, ...
     pub sslmode: String,
+    /// The checked address to connect to (libpq `hostaddr`); `host` stays for TLS verification.
+    pub hostaddr: Option<std::net::IpAddr>,
 }
 
 /// Seconds libpq waits for a connection before giving up.
@@ -48,6 +50,10 @@ fn apply_conn(cmd: &mut Command, conn: &ConnParams) {
         .env_remove("PGDATABASE")
         .stdin(Stdio::null())
         .kill_on_drop(true);
+    match conn.hostaddr {
+        Some(addr) => cmd.env("PGHOSTADDR", addr.to_string()),
+        None => cmd.env_remove("PGHOSTADDR"),
+    };
     if conn.sslmode.is_empty() {
         cmd.env_remove("PGSSLMODE");
     } else {
@@ -331,6 +337,7 @@ mod tests {
             user: "backup".to_owned(),
             password: Some(SecretString::from("s3cret")),
             sslmode: "require".to_owned(),
+            hostaddr: None,
         };
         let cmd = dump_command(Path::new("/usr/bin/pg_dump"), &conn);
         let std = cmd.as_std();

@@ -80,6 +80,7 @@ fn conn(database: &str) -> ConnParams {
         user: PG_USER.to_owned(),
         password: None,
         sslmode: "disable".to_owned(),
+        hostaddr: None,
     }
 }
 

@@ -180,6 +180,7 @@ async fn create_planet(
             user: c.user.clone(),
             sslmode: c.sslmode.unwrap_or(SslMode::Prefer),
             password: secret,
+            hostaddr: None,
         },
     };
     // The fingerprint must cover the password too, without storing it: hash it in.

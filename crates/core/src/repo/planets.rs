@@ -29,6 +29,10 @@ pub struct Connection {
     pub user: String,
     pub sslmode: SslMode,
     pub password: Option<SecretString>,
+    /// The address the worker connects to: `host` resolved once and checked against the target
+    /// policy, so a name cannot resolve to another address between the check and the connect.
+    /// `None` until checked; `host` still names the server for TLS verification.
+    pub hostaddr: Option<std::net::IpAddr>,
 }
 
 /// A validated partial update; `None` leaves a field as it is.
@@ -233,6 +237,7 @@ pub async fn get_with_connection(
         user: c.user.clone(),
         sslmode: c.sslmode,
         password,
+        hostaddr: None,
     };
     Ok((planet, connection))
 }
