@@ -8,19 +8,22 @@ use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
 use svalbard_core::auth::{Caller, Role};
 use svalbard_core::ids::TenantId;
+use svalbard_core::repo::audit;
 
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// The verified caller of a request.
-pub struct Auth(pub Caller);
+/// The verified caller of a request, and the address it came from (for the audit log).
+pub struct Auth(pub Caller, pub Option<String>);
 
 impl FromRequest for Auth {
     type Error = ApiError;
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(authenticate(req).map(Auth))
+        // The connection's peer, not a forwarded-for header a client could write itself.
+        let client = req.peer_addr().map(|a| a.ip().to_string());
+        ready(authenticate(req).map(|caller| Auth(caller, client)))
     }
 }
 
@@ -86,6 +89,43 @@ impl Auth {
             ));
         }
         self.require(role)
+    }
+}
+
+impl Auth {
+    /// An audit record of `action` on a `resource_type` of `tenant` by this caller.
+    #[must_use]
+    pub fn audit(&self, tenant: TenantId, action: &'static str, resource_type: &'static str) -> audit::Entry {
+        audit::Entry {
+            tenant,
+            actor: self.0.subject.clone(),
+            role: self.0.role,
+            platform: self.0.is_platform(),
+            client_address: self.1.clone(),
+            action,
+            resource_type,
+            outcome: audit::Outcome::Success,
+        }
+    }
+
+    /// Reaches `tenant` and has at least `role`, for an audited action: a refusal for want of
+    /// the role is recorded as `denied` (another tenant's resource stays "not found", unrecorded).
+    /// Returns the tenant and the record to write with the action.
+    pub async fn authorize(
+        &self,
+        pool: &sqlx::PgPool,
+        tenant: TenantId,
+        role: Role,
+        action: &'static str,
+        resource: (&'static str, Option<uuid::Uuid>),
+    ) -> Result<(TenantId, audit::Entry), ApiError> {
+        let tenant = self.tenant(tenant)?;
+        let entry = self.audit(tenant, action, resource.0);
+        if let Err(refused) = self.require(role) {
+            entry.denied(pool, resource.1).await;
+            return Err(refused);
+        }
+        Ok((tenant, entry))
     }
 }
 

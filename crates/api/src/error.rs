@@ -101,6 +101,10 @@ impl ApiError {
             }
             // Internal errors are logged, not shown.
             Self::Internal(_) => "an internal error occurred; it has been logged".into(),
+            // Storage errors name endpoints, buckets and keys: logged, not shown.
+            Self::BadGateway(_) => {
+                "object storage did not answer as expected; try again later (the cause has been logged)".into()
+            }
             other => other.to_string(),
         };
         Problem {
@@ -145,6 +149,9 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         if let Self::Internal(e) = self {
             tracing::error!(error = ?e, "request failed");
+        }
+        if let Self::BadGateway(e) = self {
+            tracing::warn!(error = %e, "object storage failed");
         }
         let mut res = HttpResponse::build(self.status_code());
         res.content_type(PROBLEM_JSON);

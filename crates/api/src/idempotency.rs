@@ -6,7 +6,6 @@ use actix_web::dev::Payload;
 use actix_web::http::{StatusCode, header};
 use actix_web::{FromRequest, HttpRequest, HttpResponse};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use svalbard_core::repo::idempotency::{self, Lookup};
 
 use crate::auth::Auth;
@@ -87,12 +86,12 @@ impl IdempotencyKey {
             let body = serde_json::to_value(&reply.body).map_err(|e| ApiError::Internal(e.into()))?;
             return Ok(respond(reply.status, reply.location.as_deref(), &body));
         };
-        let mut hasher = Sha256::new();
-        hasher.update(self.target.as_bytes());
-        hasher.update([0]);
-        hasher.update(serde_json::to_vec(body).map_err(|e| ApiError::Internal(e.into()))?);
-        let hash = hex::encode(hasher.finalize());
         let scope = auth.0.scope_key();
+        let body = serde_json::to_vec(body).map_err(|e| ApiError::Internal(e.into()))?;
+        let hash = idempotency::fingerprint(
+            &state.fingerprint_key,
+            &[scope.as_bytes(), self.target.as_bytes(), &body],
+        );
         match idempotency::reserve(&state.pool, &scope, &key, &hash).await? {
             Lookup::Replay { status, location, body } => {
                 let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);

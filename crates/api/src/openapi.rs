@@ -24,7 +24,8 @@ use crate::error::{PROBLEM_JSON, Problem};
         (name = "backups", description = "Backups of planets, their archives and maintenance status"),
         (name = "restores", description = "Restores of stored backups into planets"),
         (name = "schedules", description = "Backup schedules of planets and their retention policies"),
-        (name = "operations", description = "Health, readiness and metrics"),
+        (name = "audit", description = "The audit log of a tenant: who did what, from where"),
+        (name = "operations", description = "Health and readiness"),
     ),
 )]
 pub struct ApiDoc;

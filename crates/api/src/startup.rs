@@ -30,7 +30,8 @@ fn api_v1(cfg: &mut ServiceConfig) {
         .configure(routes::planets::configure)
         .configure(routes::backups::configure)
         .configure(routes::restores::configure)
-        .configure(routes::schedules::configure);
+        .configure(routes::schedules::configure)
+        .configure(routes::audit::configure);
 }
 
 /// The OpenAPI document of every route, built the same way the server registers them.
@@ -102,6 +103,22 @@ async fn fallback(req: HttpRequest, table: web::Data<RouteTable>) -> actix_web::
 pub struct Application {
     port: u16,
     server: Server,
+    metrics: Option<(u16, Server)>,
+}
+
+/// Prometheus metrics on their own listener: request counts by route and job activity are for
+/// the platform's scraper, not for whoever reaches the public API.
+fn metrics_server(listen: &str) -> anyhow::Result<(u16, Server)> {
+    let listener = TcpListener::bind(listen)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (http.metrics_listen): {e}"))?;
+    let port = listener.local_addr()?.port();
+    let server = HttpServer::new(|| App::new().route("/metrics", web::get().to(routes::ops::metrics)))
+        .workers(1)
+        .listen(listener)?
+        .disable_signals()
+        .shutdown_timeout(1)
+        .run();
+    Ok((port, server))
 }
 
 impl Application {
@@ -119,12 +136,24 @@ impl Application {
                 .ok_or_else(|| anyhow::anyhow!("crypto.keys is required (SVALBARD_CRYPTO__KEYS)"))?,
         )?;
         let storage = Storage::new(&config.s3);
+        let targets = svalbard_core::netpolicy::Guard::new(
+            &config.targets.lists(),
+            config.database_url.as_ref().map(secrecy::ExposeSecret::expose_secret),
+        )?;
+        let fingerprint_key = keys.derive_key("idempotency fingerprints");
+        let metrics = if config.http.metrics_listen.trim().is_empty() {
+            None
+        } else {
+            Some(metrics_server(config.http.metrics_listen.trim())?)
+        };
         let state = web::Data::new(Arc::new(AppState {
             pool,
             config,
             verifier,
             keys,
             storage,
+            targets,
+            fingerprint_key,
         }));
         let (_, doc) = routes_and_doc();
         let table = web::Data::new(RouteTable::from_doc(&doc));
@@ -148,12 +177,18 @@ impl Application {
         .disable_signals()
         .shutdown_timeout(10)
         .run();
-        Ok(Self { port, server })
+        Ok(Self { port, server, metrics })
     }
 
     #[must_use]
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Port of the metrics listener, if it is enabled.
+    #[must_use]
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics.as_ref().map(|(p, _)| *p)
     }
 
     /// A handle to stop the server gracefully.
@@ -162,7 +197,17 @@ impl Application {
         self.server.handle()
     }
 
+    /// Serves until the API server is stopped; the metrics listener stops with it.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let metrics = self.metrics.map(|(_, server)| {
+            let handle = server.handle();
+            tokio::spawn(server);
+            handle
+        });
+        let result = self.server.await;
+        if let Some(handle) = metrics {
+            handle.stop(true).await;
+        }
+        result
     }
 }

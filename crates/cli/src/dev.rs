@@ -14,8 +14,12 @@ use sqlx::Connection as _;
 use svalbard_core::auth::{Role, mint_hs256};
 use svalbard_core::config::Config;
 use svalbard_core::crypto::KeyRing;
-use svalbard_core::domain::{Name, TenantLimits};
-use svalbard_core::repo::tenants;
+use svalbard_core::domain::Name;
+use svalbard_core::repo::{audit, tenants};
+
+/// Loopback, which `dev` allows so that planets on this machine can be tried; the control
+/// database stays refused even so.
+const DEV_ALLOW: &[&str] = &["127.0.0.0/8", "::1"];
 
 const LOCAL_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 
@@ -54,6 +58,12 @@ pub async fn run(file: Option<&Path>, data_dir: &Path, private: bool) -> anyhow:
         ));
         embedded_s3 = Some((endpoint, root));
     }
+    let loopback_allowed = figment
+        .extract_inner::<svalbard_core::config::TargetsConfig>("targets")
+        .map_or(true, |t| t.allow.is_empty());
+    if loopback_allowed {
+        figment = figment.merge(Serialized::default("targets.allow", DEV_ALLOW));
+    }
     let config: Config = figment.extract().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
     crate::init_tracing(&config);
     if let Some((endpoint, root)) = &embedded_s3 {
@@ -64,7 +74,35 @@ pub async fn run(file: Option<&Path>, data_dir: &Path, private: bool) -> anyhow:
     let demo = Name::parse("name", "demo").map_err(|e| anyhow::anyhow!(e.message))?;
     let tenant = match tenants::find_by_name(&pool, &demo).await? {
         Some(t) => t,
-        None => tenants::create(&pool, &demo, Some("Demo tenant"), TenantLimits::default()).await?,
+        None => {
+            let new = tenants::NewTenant {
+                display_name: Some("Demo tenant"),
+                ..tenants::NewTenant::default()
+            };
+            let by = audit::Entry {
+                tenant: svalbard_core::ids::TenantId(uuid::Uuid::nil()),
+                actor: "svalbard dev".into(),
+                role: Role::Admin,
+                platform: true,
+                client_address: None,
+                action: "tenant.create",
+                resource_type: "tenant",
+                outcome: audit::Outcome::Success,
+            };
+            tenants::create(&pool, &demo, new, &by).await?
+        }
+    };
+    let targets = if loopback_allowed {
+        concat!(
+            "loopback addresses are ALLOWED (a `svalbard dev` default; set targets.allow to change it); ",
+            "the control database stays refused"
+        )
+        .to_owned()
+    } else {
+        format!(
+            "targets.allow = {:?}; the control database stays refused",
+            config.targets.allow
+        )
     };
     let ttl = Duration::from_secs(7 * 86_400);
     let admin = mint_hs256(&config.auth, "dev", &tenant.id.to_string(), Role::Admin, ttl)?;
@@ -76,7 +114,8 @@ pub async fn run(file: Option<&Path>, data_dir: &Path, private: bool) -> anyhow:
          admin token:     export TOKEN={admin}\n\
          platform token:  export PLATFORM_TOKEN={platform}\n\n\
          try:\n  curl -s -H \"Authorization: Bearer $TOKEN\" {base}/api/v1/tenants/{tid}/projects\n\
-         API reference:   {base}/docs/\n",
+         API reference:   {base}/docs/\n\
+         target policy:   {targets}\n",
         tid = tenant.id,
     );
 

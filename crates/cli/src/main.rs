@@ -124,7 +124,7 @@ pub async fn connect(config: &Config) -> anyhow::Result<sqlx::PgPool> {
 pub async fn serve(config: Config, pool: sqlx::PgPool, stop: CancellationToken) -> anyhow::Result<()> {
     let listen = config.http.listen.clone();
     let app = svalbard_api::Application::build(config, pool)?;
-    tracing::info!(%listen, port = app.port(), "API listening");
+    tracing::info!(%listen, port = app.port(), metrics_port = app.metrics_port(), "API listening");
     let handle = app.handle();
     tokio::spawn(async move {
         stop.cancelled().await;

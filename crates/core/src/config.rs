@@ -20,6 +20,7 @@ pub struct Config {
     pub worker: WorkerConfig,
     pub limits: LimitsConfig,
     pub maintenance: MaintenanceConfig,
+    pub targets: TargetsConfig,
     pub log: LogConfig,
 }
 
@@ -30,6 +31,33 @@ pub struct HttpConfig {
     pub listen: String,
     /// Public base URL used in `Location` headers; empty means relative locations.
     pub public_url: String,
+    /// Address of the separate Prometheus `/metrics` listener; empty disables it. Kept off the
+    /// public listener so the request counts by route and tenant activity stay internal.
+    pub metrics_listen: String,
+}
+
+/// Which hosts tenants may point Svalbard at (see `netpolicy`). Each list takes CIDRs, single
+/// addresses and host names (`*.example.com` for a whole domain); in the environment a list is
+/// comma-separated.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetsConfig {
+    /// Re-admits addresses a default rule refuses (loopback, link-local, the control server).
+    #[serde(default, deserialize_with = "list")]
+    pub allow: Vec<String>,
+    /// Refuses more; deny wins over allow.
+    #[serde(default, deserialize_with = "list")]
+    pub deny: Vec<String>,
+}
+
+impl TargetsConfig {
+    #[must_use]
+    pub fn lists(&self) -> crate::netpolicy::PolicyLists {
+        crate::netpolicy::PolicyLists {
+            allow: self.allow.clone(),
+            deny: self.deny.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,6 +215,25 @@ fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Err
     }))
 }
 
+/// A list, or one text of comma-separated items (as an environment variable gives it).
+fn list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Loose {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match Loose::deserialize(d)? {
+        Loose::List(v) => v,
+        Loose::Text(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
 fn secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
     Ok(text(d)?.map(SecretString::from))
 }
@@ -194,7 +241,11 @@ fn secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SecretString>
 /// Defaults as a serializable tree: secrets are absent here and come from a file or the environment.
 fn defaults() -> serde_json::Value {
     serde_json::json!({
-        "http": HttpConfig { listen: "127.0.0.1:8080".into(), public_url: String::new() },
+        "http": HttpConfig {
+            listen: "127.0.0.1:8080".into(),
+            public_url: String::new(),
+            metrics_listen: "127.0.0.1:9464".into(),
+        },
         "auth": {
             "algorithm": "HS256",
             "public_keys": [],
@@ -241,6 +292,7 @@ fn defaults() -> serde_json::Value {
             orphan_grace_secs: 3600,
             verify_batch: 500,
         },
+        "targets": { "allow": [], "deny": [] },
         "log": LogConfig { format: "pretty".into(), filter: "info".into() },
     })
 }
@@ -260,6 +312,8 @@ const TEXT_VARS: &[(&str, &str)] = &[
     ("SVALBARD_S3__SECRET_ACCESS_KEY", "s3.secret_access_key"),
     ("S3_SECRET_ACCESS_KEY", "s3.secret_access_key"),
     ("SVALBARD_S3__PREFIX", "s3.prefix"),
+    ("SVALBARD_TARGETS__ALLOW", "targets.allow"),
+    ("SVALBARD_TARGETS__DENY", "targets.deny"),
 ];
 
 impl Config {
@@ -327,5 +381,22 @@ mod tests {
         assert_eq!(c.s3.secret_access_key.unwrap().expose_secret(), "123");
         assert_eq!(c.s3.access_key_id.as_deref(), Some("42"));
         assert_eq!(c.auth.hs256_secret.unwrap().expose_secret(), "12345678901234567");
+    }
+
+    #[test]
+    fn target_lists_take_text_or_lists() {
+        let c = Config::from_defaults_with(serde_json::json!({
+            "targets": { "allow": "127.0.0.0/8, ::1", "deny": ["10.0.0.0/8"] },
+        }))
+        .unwrap();
+        assert_eq!(c.targets.allow, ["127.0.0.0/8", "::1"]);
+        assert_eq!(c.targets.deny, ["10.0.0.0/8"]);
+        assert!(
+            Config::from_defaults_with(serde_json::json!({}))
+                .unwrap()
+                .targets
+                .allow
+                .is_empty()
+        );
     }
 }

@@ -9,9 +9,21 @@ use secrecy::{ExposeSecret, SecretString};
 
 const NONCE_LEN: usize = 24;
 
+/// HMAC-SHA256 of `data` under `key`.
+#[must_use]
+pub fn mac(key: &[u8], data: &[u8]) -> [u8; 32] {
+    type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+    let mut m = <HmacSha256 as hmac::Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
+    hmac::Mac::update(&mut m, data);
+    hmac::Mac::finalize(m).into_bytes().into()
+}
+
 pub struct KeyRing {
     /// (key id, cipher); the first one seals.
     keys: Vec<(String, XChaCha20Poly1305)>,
+    /// Seed of keys for other purposes (MACs), derived from the sealing key so that no key
+    /// serves two purposes.
+    derive_seed: [u8; 32],
 }
 
 /// A sealed value and the id of the key that sealed it.
@@ -25,6 +37,7 @@ impl KeyRing {
     /// Parses `id:base64key[,id:base64key...]`.
     pub fn parse(spec: &SecretString) -> anyhow::Result<Self> {
         let mut keys = Vec::new();
+        let mut derive_seed = None;
         for item in spec.expose_secret().split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let (id, b64) = item
                 .split_once(':')
@@ -40,9 +53,19 @@ impl KeyRing {
             let cipher = XChaCha20Poly1305::new_from_slice(&raw)
                 .map_err(|_| anyhow::anyhow!("crypto.keys: key `{id}` is unusable"))?;
             keys.push((id.to_owned(), cipher));
+            derive_seed.get_or_insert_with(|| mac(&raw, b"svalbard key ring: derived keys"));
         }
         anyhow::ensure!(!keys.is_empty(), "crypto.keys: at least one key is required");
-        Ok(Self { keys })
+        Ok(Self {
+            keys,
+            derive_seed: derive_seed.unwrap_or_default(),
+        })
+    }
+
+    /// A key for `purpose` (e.g. `idempotency fingerprints`), stable while the first key is.
+    #[must_use]
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        mac(&self.derive_seed, purpose.as_bytes())
     }
 
     /// A fresh random key spec (`id:base64`), for development set-ups.

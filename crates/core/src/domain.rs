@@ -175,6 +175,10 @@ pub struct Tenant {
     /// The tenant's own limits; an absent one is the service's configured default.
     #[sqlx(flatten)]
     pub limits: TenantLimits,
+    /// Which hosts this tenant's planets may name, replacing the platform's `targets` lists;
+    /// absent means the platform's. Set by platform administrators only.
+    #[schema(value_type = Option<crate::netpolicy::PolicyLists>)]
+    pub target_policy: Option<sqlx::types::Json<crate::netpolicy::PolicyLists>>,
     pub created_at: DateTime<Utc>,
 }
 

@@ -12,6 +12,7 @@ pub mod dumpinfo;
 pub mod error;
 pub mod ids;
 pub mod jobs;
+pub mod netpolicy;
 pub mod page;
 pub mod repo;
 pub mod restore;

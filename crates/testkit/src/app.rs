@@ -12,6 +12,8 @@ use svalbard_core::config::Config;
 
 pub struct TestApp {
     pub base: String,
+    /// Base URL of the metrics listener, when it is enabled.
+    pub metrics_base: Option<String>,
     pub pool: PgPool,
     pub config: Config,
     pub client: reqwest::Client,
@@ -80,6 +82,7 @@ impl TestApp {
     pub fn spawn_on(config: Config, pool: PgPool) -> Self {
         let app = Application::build(config.clone(), pool.clone()).unwrap();
         let base = format!("http://127.0.0.1:{}", app.port());
+        let metrics_base = app.metrics_port().map(|p| format!("http://127.0.0.1:{p}"));
         let handle = app.handle();
         tokio::spawn(app.run_until_stopped());
         let client = reqwest::Client::builder()
@@ -88,6 +91,7 @@ impl TestApp {
             .unwrap();
         Self {
             base,
+            metrics_base,
             pool,
             config,
             client,

@@ -99,11 +99,17 @@ pub fn s3_settings() -> serde_json::Value {
     })
 }
 
-/// Test configuration on `database_url`, listening on a free port, merged with `overrides`.
+/// What the tests' planets and sources live on: this machine. The control database stays
+/// refused even so, as everywhere.
+pub const LOOPBACK: &[&str] = &["127.0.0.0/8", "::1"];
+
+/// Test configuration on `database_url`, listening on a free port (metrics too), merged with
+/// `overrides`. Loopback targets are allowed; `{"targets": {"allow": []}}` restores the default.
 pub fn config(database_url: &str, overrides: serde_json::Value) -> anyhow::Result<Config> {
     let mut base = serde_json::json!({
         "database_url": database_url,
-        "http": { "listen": "127.0.0.1:0", "public_url": "" },
+        "http": { "listen": "127.0.0.1:0", "public_url": "", "metrics_listen": "127.0.0.1:0" },
+        "targets": { "allow": LOOPBACK },
         "auth": { "hs256_secret": HS256_SECRET },
         "crypto": { "keys": SEAL_KEYS },
         "s3": s3_settings(),

@@ -10,6 +10,7 @@ pub mod process;
 pub mod reaper;
 pub mod restore;
 pub mod runner;
+pub mod target;
 
 use std::sync::Arc;
 
@@ -26,6 +27,10 @@ pub fn build(config: &Config, pool: sqlx::PgPool) -> anyhow::Result<runner::Work
         Arc::new(KeyRing::parse(config.crypto.keys.as_ref().ok_or_else(|| {
             anyhow::anyhow!("crypto.keys is required (SVALBARD_CRYPTO__KEYS)")
         })?)?);
+    let targets = Arc::new(svalbard_core::netpolicy::Guard::new(
+        &config.targets.lists(),
+        config.database_url.as_ref().map(secrecy::ExposeSecret::expose_secret),
+    )?);
     let worker = runner::Worker::new(pool.clone(), config.worker.clone())
         .with_handler(
             BACKUP_JOB,
@@ -33,6 +38,7 @@ pub fn build(config: &Config, pool: sqlx::PgPool) -> anyhow::Result<runner::Work
                 storage: storage.clone(),
                 keys: keys.clone(),
                 config: config.worker.clone(),
+                targets: targets.clone(),
             }),
         )
         .with_handler(
@@ -41,6 +47,7 @@ pub fn build(config: &Config, pool: sqlx::PgPool) -> anyhow::Result<runner::Work
                 storage: storage.clone(),
                 keys,
                 config: config.worker.clone(),
+                targets,
             }),
         )
         .with_handler(

@@ -29,6 +29,7 @@ pub struct RestoreJob {
     pub storage: Storage,
     pub keys: Arc<KeyRing>,
     pub config: WorkerConfig,
+    pub targets: Arc<svalbard_core::netpolicy::Guard>,
 }
 
 fn transient(e: impl std::fmt::Display) -> JobError {
@@ -117,6 +118,7 @@ impl RestoreJob {
             planets::get_with_connection(&ctx.pool, &self.keys, row.tenant_id, row.project_id, row.planet_id)
                 .await
                 .map_err(|e| JobError::Permanent(format!("the target planet cannot be read: {e}")))?;
+        let conn = crate::target::checked(&ctx.pool, &self.targets, row.tenant_id, conn).await?;
         let driver: Box<dyn Driver> = engine::driver(
             engine
                 .parse()

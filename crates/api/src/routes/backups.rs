@@ -240,9 +240,16 @@ async fn update_backup(
         project,
         backup,
     } = path.into_inner();
-    let tenant = auth.tenant_with(tenant, Role::Admin)?;
+    let action = if body.pinned == Some(false) {
+        "backup.unpin"
+    } else {
+        "backup.pin"
+    };
+    let (tenant, audit) = auth
+        .authorize(&state.pool, tenant, Role::Admin, action, ("backup", Some(backup.0)))
+        .await?;
     if let Some(pinned) = body.pinned {
-        backups::set_pinned(&state.pool, tenant, project, backup, pinned).await?;
+        backups::set_pinned(&state.pool, tenant, project, backup, pinned, &audit).await?;
     }
     Ok(HttpResponse::Ok().json(backups::get(&state.pool, tenant, project, backup).await?))
 }
@@ -263,9 +270,18 @@ async fn delete_backup(state: State, auth: Auth, path: web::Path<BackupPath>) ->
         project,
         backup,
     } = path.into_inner();
-    let tenant = auth.tenant_with(tenant, Role::Admin)?;
+    let (tenant, audit) = auth
+        .authorize(
+            &state.pool,
+            tenant,
+            Role::Admin,
+            "backup.delete",
+            ("backup", Some(backup.0)),
+        )
+        .await?;
     let settle = std::time::Duration::from_secs(state.config.worker.lease_secs + state.config.worker.heartbeat_secs);
-    Ok(HttpResponse::Accepted().json(backups::request_delete(&state.pool, tenant, project, backup, settle).await?))
+    Ok(HttpResponse::Accepted()
+        .json(backups::request_delete(&state.pool, tenant, project, backup, settle, &audit).await?))
 }
 
 /// A short-lived download link of a backup's archive.
@@ -285,8 +301,9 @@ struct ArchiveQuery {
     redirect: Option<bool>,
 }
 
-/// A pre-signed download URL of a succeeded backup's archive. With `redirect=true`, a 302 to it.
-/// The archive is a zstd stream: `zstd -d` gives the engine's own dump.
+/// A pre-signed download URL of a succeeded backup's archive (operator: an archive is the whole
+/// database). With `redirect=true`, a 302 to it. The archive is a zstd stream: `zstd -d` gives
+/// the engine's own dump. Every link issued is written to the audit log.
 #[utoipa::path(
     tag = "backups",
     params(
@@ -306,7 +323,15 @@ async fn archive(state: State, auth: Auth, req: HttpRequest, path: web::Path<Bac
         project,
         backup,
     } = path.into_inner();
-    let tenant = auth.tenant(tenant)?;
+    let (tenant, audit) = auth
+        .authorize(
+            &state.pool,
+            tenant,
+            Role::Operator,
+            "backup.download",
+            ("backup", Some(backup.0)),
+        )
+        .await?;
     let q = web::Query::<ArchiveQuery>::from_query(req.query_string())
         .map_err(|_| ApiError::invalid("redirect", "must be true or false"))?;
     let row = backups::row(&state.pool, tenant, project, backup).await?;
@@ -326,6 +351,8 @@ async fn archive(state: State, auth: Auth, req: HttpRequest, path: web::Path<Bac
         .presign_get(&key, &format!("{}.svb.zst", row.name), ttl)
         .await
         .map_err(|e| ApiError::BadGateway(format!("cannot sign a download URL: {e}")))?;
+    // No link leaves without its record: a failed write fails the request.
+    audit.write_alone(&state.pool, Some(backup.0)).await?;
     if q.redirect.unwrap_or(false) {
         return Ok(HttpResponse::Found().insert_header((header::LOCATION, url)).finish());
     }

@@ -1,5 +1,6 @@
 //! One module per resource; each exposes `configure` and nothing else registers its routes.
 
+pub mod audit;
 pub mod backups;
 pub mod ops;
 pub mod planets;

@@ -1,4 +1,5 @@
-//! Health, readiness and metrics: unauthenticated, for load balancers and scrapers.
+//! Health and readiness: unauthenticated, for load balancers. They say whether each component
+//! is ready, never why not (the reason goes to the log): the answer is public.
 
 use actix_web::{HttpResponse, get};
 use serde::Serialize;
@@ -9,7 +10,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::state::State;
 
 pub fn configure(cfg: &mut ServiceConfig) {
-    cfg.service(healthz).service(readyz).service(metrics);
+    cfg.service(healthz).service(readyz);
 }
 
 /// Health of the process.
@@ -32,7 +33,7 @@ async fn healthz() -> HttpResponse {
     security(()),
     responses(
         (status = 200, description = "Ready", body = Health),
-        (status = 503, description = "The control database is unreachable", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The control database is not ready", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
 )]
 #[get("/readyz")]
@@ -44,19 +45,19 @@ async fn readyz(state: State) -> ApiResult<HttpResponse> {
     .await;
     match ping {
         Ok(Ok(_)) => Ok(HttpResponse::Ok().json(Health { status: "ok" })),
-        Ok(Err(e)) => Err(ApiError::Unavailable(format!(
-            "the control database is unreachable: {e}"
-        ))),
-        Err(_) => Err(ApiError::Unavailable(
-            "the control database did not answer within 2 s".into(),
-        )),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: the control database is unreachable");
+            Err(ApiError::Unavailable("the control database is not ready".into()))
+        }
+        Err(_) => {
+            tracing::warn!("readiness: the control database did not answer within 2 s");
+            Err(ApiError::Unavailable("the control database is not ready".into()))
+        }
     }
 }
 
-/// Prometheus metrics in the text exposition format.
-#[utoipa::path(tag = "operations", security(()), responses((status = 200, description = "Metrics", content_type = "text/plain", body = String)))]
-#[get("/metrics")]
-async fn metrics() -> HttpResponse {
+/// Prometheus metrics in the text exposition format (served on `http.metrics_listen` only).
+pub async fn metrics() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(crate::telemetry::prometheus().render())

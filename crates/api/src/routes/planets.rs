@@ -3,7 +3,6 @@ use std::collections::BTreeMap;
 use actix_web::{HttpResponse, delete, get, patch, post, web};
 use secrecy::SecretString;
 use serde::{Deserialize, Deserializer, Serialize};
-use sha2::{Digest as _, Sha256};
 use svalbard_core::FieldError;
 use svalbard_core::auth::Role;
 use svalbard_core::domain::{Engine, Name, Planet, PlanetClass, SslMode, check, validate_labels};
@@ -41,7 +40,8 @@ pub struct ConnectionInput {
     pub database: String,
     #[schema(example = "backup")]
     pub user: String,
-    /// Write-only: stored encrypted, never returned.
+    /// Write-only: stored encrypted, never returned. Only this host, port, user and database
+    /// ever receive it: changing any of them without a new password removes it.
     #[serde(skip_serializing)]
     #[schema(write_only)]
     pub password: Option<String>,
@@ -68,7 +68,9 @@ fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result
     Option::<T>::deserialize(d).map(Some)
 }
 
-/// Changes to connection settings; absent fields stay as they are.
+/// Changes to connection settings; absent fields stay as they are. Changing `host`, `port`,
+/// `user` or `database` without a new `password` removes the stored password, so a password is
+/// never sent to a server or account it was not given for.
 #[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConnectionPatch {
@@ -131,6 +133,18 @@ fn password(errors: &mut Vec<FieldError>, field: &str, v: Option<&str>) -> Optio
     Some(SecretString::from(v.to_owned()))
 }
 
+/// The host must pass the target policy (the tenant's, else the platform's): a refusal is a 400
+/// naming `connection.host` and the rule.
+async fn check_target(state: &State, tenant: TenantId, host: &str, port: u16, database: &str) -> ApiResult<()> {
+    let lists = svalbard_core::repo::tenants::target_policy(&state.pool, tenant).await?;
+    state
+        .targets
+        .check(lists.as_ref(), host, port, Some(database))
+        .await
+        .map(|_| ())
+        .map_err(|refusal| ApiError::invalid("connection.host", refusal.0))
+}
+
 fn planet_path(t: TenantId, p: ProjectId, id: PlanetId) -> String {
     format!("/tenants/{t}/projects/{p}/planets/{id}")
 }
@@ -157,7 +171,9 @@ async fn create_planet(
     Json(body): Json<CreatePlanet>,
 ) -> ApiResult<HttpResponse> {
     let ProjectPath { tenant, project } = path.into_inner();
-    let tenant = auth.tenant_with(tenant, Role::Admin)?;
+    let (tenant, audit) = auth
+        .authorize(&state.pool, tenant, Role::Admin, "planet.create", ("planet", None))
+        .await?;
     let mut errors = Vec::new();
     let name = Name::parse("name", &body.name).map_err(|e| errors.push(e)).ok();
     errors.extend(validate_labels("labels", &body.labels));
@@ -183,13 +199,18 @@ async fn create_planet(
             hostaddr: None,
         },
     };
-    // The fingerprint must cover the password too, without storing it: hash it in.
-    let fingerprint = (
-        &body,
-        c.password.as_deref().map(|p| hex::encode(Sha256::digest(p.as_bytes()))),
-    );
+    check_target(
+        &state,
+        tenant,
+        &new.connection.host,
+        new.connection.port,
+        &new.connection.database,
+    )
+    .await?;
+    // The fingerprint must cover the password too (it is keyed, and only the MAC is stored).
+    let fingerprint = (&body, c.password.as_deref());
     idem.run(&state, &auth, &fingerprint, || async {
-        let p = planets::create(&state.pool, &state.keys, tenant, project, new).await?;
+        let p = planets::create(&state.pool, &state.keys, tenant, project, new, &audit).await?;
         Ok(Reply::created(location(&state, &planet_path(tenant, project, p.id)), p))
     })
     .await
@@ -230,7 +251,8 @@ async fn get_planet(state: State, auth: Auth, path: web::Path<PlanetPath>) -> Ap
     Ok(HttpResponse::Ok().json(planets::get(&state.pool, tenant, project, planet).await?))
 }
 
-/// Changes a planet (admin). Absent fields stay; `connection.password: null` removes the password.
+/// Changes a planet (admin). Absent fields stay; `connection.password: null` removes the password,
+/// and so does a change of host, port, user or database that comes without a new password.
 #[utoipa::path(
     tag = "planets",
     request_body(content = UpdatePlanet, content_type = "application/merge-patch+json"),
@@ -254,7 +276,15 @@ async fn update_planet(
         project,
         planet,
     } = path.into_inner();
-    let tenant = auth.tenant_with(tenant, Role::Admin)?;
+    let (tenant, audit) = auth
+        .authorize(
+            &state.pool,
+            tenant,
+            Role::Admin,
+            "planet.update",
+            ("planet", Some(planet.0)),
+        )
+        .await?;
     let mut errors = Vec::new();
     let name = body
         .name
@@ -279,6 +309,17 @@ async fn update_planet(
         .as_ref()
         .map(|p| password(&mut errors, "connection.password", p.as_deref()));
     check(errors)?;
+    if c.host.is_some() || c.port.is_some() || c.database.is_some() {
+        let current = planets::get(&state.pool, tenant, project, planet).await?.connection;
+        check_target(
+            &state,
+            tenant,
+            c.host.as_deref().unwrap_or(&current.host),
+            c.port.unwrap_or(current.port),
+            c.database.as_deref().unwrap_or(&current.database),
+        )
+        .await?;
+    }
     let patch = PlanetPatch {
         name,
         planet_class: body.planet_class,
@@ -290,7 +331,8 @@ async fn update_planet(
         sslmode: c.sslmode,
         password: new_password,
     };
-    Ok(HttpResponse::Ok().json(planets::update(&state.pool, &state.keys, tenant, project, planet, patch).await?))
+    Ok(HttpResponse::Ok()
+        .json(planets::update(&state.pool, &state.keys, tenant, project, planet, patch, &audit).await?))
 }
 
 /// Deletes a planet (admin); refused (409) while it has backups.
@@ -311,7 +353,15 @@ async fn delete_planet(state: State, auth: Auth, path: web::Path<PlanetPath>) ->
         project,
         planet,
     } = path.into_inner();
-    let tenant = auth.tenant_with(tenant, Role::Admin)?;
-    planets::delete(&state.pool, tenant, project, planet).await?;
+    let (tenant, audit) = auth
+        .authorize(
+            &state.pool,
+            tenant,
+            Role::Admin,
+            "planet.delete",
+            ("planet", Some(planet.0)),
+        )
+        .await?;
+    planets::delete(&state.pool, tenant, project, planet, &audit).await?;
     Ok(HttpResponse::NoContent().finish())
 }

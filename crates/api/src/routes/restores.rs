@@ -79,7 +79,9 @@ async fn restore_backup(
         project,
         backup,
     } = path.into_inner();
-    let tenant = auth.tenant_with(tenant, Role::Operator)?;
+    let (tenant, audit) = auth
+        .authorize(&state.pool, tenant, Role::Operator, "restore.create", ("restore", None))
+        .await?;
     if body.replace {
         auth.require(Role::Admin).map_err(|_| {
             ApiError::Forbidden("`replace: true` drops the target's objects and needs the `admin` role".into())
@@ -113,7 +115,7 @@ async fn restore_backup(
         limits: (&state.config.limits).into(),
     };
     idem.run(&state, &auth, &body, || async {
-        let r = restores::create(&state.pool, tenant, project, new).await?;
+        let r = restores::create(&state.pool, tenant, project, new, &audit).await?;
         let path = RestorePath {
             tenant,
             project: r.project_id,
@@ -189,7 +191,9 @@ async fn restore_upload(
         project,
         planet,
     } = path.into_inner();
-    let tenant = auth.tenant_with(tenant, Role::Operator)?;
+    let (tenant, audit) = auth
+        .authorize(&state.pool, tenant, Role::Operator, "restore.create", ("restore", None))
+        .await?;
     let target = svalbard_core::repo::planets::get(&state.pool, tenant, project, planet).await?;
     let is_multipart = req
         .headers()
@@ -254,7 +258,7 @@ async fn restore_upload(
         max_attempts: state.config.worker.max_attempts,
         limits: (&state.config.limits).into(),
     };
-    match restores::create_with_id(&state.pool, tenant, project, id, new).await {
+    match restores::create_with_id(&state.pool, tenant, project, id, new, &audit).await {
         Ok(r) => {
             let path = RestorePath {
                 tenant,

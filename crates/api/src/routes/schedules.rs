@@ -68,7 +68,15 @@ async fn put_schedule(
         project,
         planet,
     } = path.into_inner();
-    let tenant = auth.tenant_with(tenant, Role::Admin)?;
+    let (tenant, audit) = auth
+        .authorize(
+            &state.pool,
+            tenant,
+            Role::Admin,
+            "schedule.put",
+            ("schedule", Some(planet.0)),
+        )
+        .await?;
     let timezone = body.timezone.clone().unwrap_or_else(|| "UTC".into());
     let cron = body.cron.trim().to_owned();
     let mut errors = Vec::new();
@@ -93,7 +101,7 @@ async fn put_schedule(
         mechanism: Mechanism::Logical,
         retention,
     };
-    let (schedule, created) = schedules::put(&state.pool, tenant, project, planet, &new, Utc::now()).await?;
+    let (schedule, created) = schedules::put(&state.pool, tenant, project, planet, &new, Utc::now(), &audit).await?;
     Ok(if created {
         HttpResponse::Created().json(schedule)
     } else {
@@ -131,8 +139,16 @@ async fn delete_schedule(state: State, auth: Auth, path: web::Path<PlanetPath>) 
         project,
         planet,
     } = path.into_inner();
-    let tenant = auth.tenant_with(tenant, Role::Admin)?;
-    schedules::delete(&state.pool, tenant, project, planet).await?;
+    let (tenant, audit) = auth
+        .authorize(
+            &state.pool,
+            tenant,
+            Role::Admin,
+            "schedule.delete",
+            ("schedule", Some(planet.0)),
+        )
+        .await?;
+    schedules::delete(&state.pool, tenant, project, planet, &audit).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

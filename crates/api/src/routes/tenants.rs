@@ -2,8 +2,9 @@ use actix_web::{HttpResponse, delete, get, patch, post, web};
 use serde::{Deserialize, Serialize};
 use svalbard_core::auth::Role;
 use svalbard_core::domain::{Name, Tenant, TenantLimits, check};
+use svalbard_core::netpolicy::PolicyLists;
 use svalbard_core::page::Page;
-use svalbard_core::repo::tenants;
+use svalbard_core::repo::tenants::{self, NewTenant, TenantPatch};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
@@ -33,6 +34,19 @@ pub struct CreateTenant {
     pub display_name: Option<String>,
     /// Limits of this tenant; absent ones are the service's defaults.
     pub limits: Option<TenantLimits>,
+    /// Hosts this tenant's planets may name, replacing the platform's `targets` lists; absent
+    /// means the platform's. The default refusals and the control database stay refused.
+    pub target_policy: Option<PolicyLists>,
+}
+
+fn double_option<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+fn policy_errors(errors: &mut Vec<svalbard_core::FieldError>, policy: Option<&PolicyLists>) {
+    for (field, message) in policy.map(PolicyLists::errors).unwrap_or_default() {
+        errors.push(svalbard_core::FieldError::new(format!("targetPolicy.{field}"), message));
+    }
 }
 
 /// Changes to a tenant; absent fields stay.
@@ -42,6 +56,10 @@ pub struct UpdateTenant {
     pub display_name: Option<String>,
     /// Replaces all of the tenant's limits; a limit left out returns to the default.
     pub limits: Option<TenantLimits>,
+    /// Replaces the tenant's target policy; `null` returns it to the platform's.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<PolicyLists>)]
+    pub target_policy: Option<Option<PolicyLists>>,
 }
 
 /// Creates a tenant (platform administrators).
@@ -67,10 +85,22 @@ async fn create_tenant(
     let display = optional_text(&mut errors, "displayName", body.display_name.as_deref(), 200);
     let limits = body.limits.unwrap_or_default();
     errors.extend(limits.validate());
+    policy_errors(&mut errors, body.target_policy.as_ref());
     check(errors)?;
     let name = name.ok_or_else(|| crate::error::ApiError::invalid("name", "is invalid"))?;
+    // The tenant's id is set when it is created.
+    let audit = auth.audit(
+        svalbard_core::ids::TenantId(uuid::Uuid::nil()),
+        "tenant.create",
+        "tenant",
+    );
     idem.run(&state, &auth, &body, || async {
-        let t = tenants::create(&state.pool, &name, display.as_deref(), limits).await?;
+        let new = NewTenant {
+            display_name: display.as_deref(),
+            limits,
+            target_policy: body.target_policy.clone(),
+        };
+        let t = tenants::create(&state.pool, &name, new, &audit).await?;
         Ok(Reply::created(location(&state, &format!("/tenants/{}", t.id)), t))
     })
     .await
@@ -102,7 +132,7 @@ async fn get_tenant(state: State, auth: Auth, path: web::Path<TenantPath>) -> Ap
     Ok(HttpResponse::Ok().json(tenants::get(&state.pool, tenant).await?))
 }
 
-/// Changes a tenant's display name or limits (platform administrators).
+/// Changes a tenant's display name, limits or target policy (platform administrators).
 #[utoipa::path(
     tag = "tenants",
     request_body(content = UpdateTenant, content_type = "application/merge-patch+json"),
@@ -117,15 +147,27 @@ async fn update_tenant(
     Json(body): Json<UpdateTenant>,
 ) -> ApiResult<HttpResponse> {
     let tenant = auth.tenant(path.into_inner().tenant)?;
-    auth.platform(Role::Admin)?;
+    if let Err(refused) = auth.platform(Role::Admin) {
+        // Recorded: a tenant's own admin trying to widen its target policy is worth knowing.
+        auth.audit(tenant, "tenant.update", "tenant")
+            .denied(&state.pool, Some(tenant.0))
+            .await;
+        return Err(refused);
+    }
     let mut errors = Vec::new();
     let display = optional_text(&mut errors, "displayName", body.display_name.as_deref(), 200);
     if let Some(l) = &body.limits {
         errors.extend(l.validate());
     }
+    policy_errors(&mut errors, body.target_policy.as_ref().and_then(Option::as_ref));
     check(errors)?;
-    let display = body.display_name.as_ref().map(|_| display.as_deref());
-    Ok(HttpResponse::Ok().json(tenants::update(&state.pool, tenant, display, body.limits).await?))
+    let patch = TenantPatch {
+        display_name: body.display_name.as_ref().map(|_| display.as_deref()),
+        limits: body.limits,
+        target_policy: body.target_policy.clone(),
+    };
+    let audit = auth.audit(tenant, "tenant.update", "tenant");
+    Ok(HttpResponse::Ok().json(tenants::update(&state.pool, tenant, patch, &audit).await?))
 }
 
 /// Deletes a tenant with its projects and planets; refused (409) while it has backups.

@@ -173,11 +173,15 @@ async fn defaults_conflicts_and_refusals() {
         "a refused create stored something"
     );
 
-    // Nothing to download yet; a viewer may read; an operator may not delete.
+    // Nothing to download yet; a viewer may not download at all; an operator may not delete.
     let id = first["id"].as_str().unwrap();
+    f.app
+        .get(&format!("{}/archive", f.backup(id)), &viewer)
+        .await
+        .problem(403);
     let p = f
         .app
-        .get(&format!("{}/archive", f.backup(id)), &viewer)
+        .get(&format!("{}/archive", f.backup(id)), &f.token)
         .await
         .problem(409);
     assert!(p["detail"].as_str().unwrap().contains("scheduled"));

@@ -2,6 +2,7 @@
 //! its own control database.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod audit;
 mod auth;
 mod backups;
 mod isolation;
@@ -9,4 +10,6 @@ mod openapi;
 mod ops;
 mod resources;
 mod schedules;
+mod secrets;
+mod target_policy;
 mod validation;

@@ -20,9 +20,12 @@ async fn health_readiness_metrics_and_request_ids() {
     let docs = app.client.get(format!("{}/docs/", app.base)).send().await.unwrap();
     assert_eq!(docs.status(), 200);
     assert!(docs.text().await.unwrap().contains("swagger"));
+    // Metrics are served on their own listener only, not to whoever reaches the API.
+    let public = app.client.get(format!("{}/metrics", app.base)).send().await.unwrap();
+    assert_eq!(public.status(), 404);
     let metrics = app
         .client
-        .get(format!("{}/metrics", app.base))
+        .get(format!("{}/metrics", app.metrics_base.as_ref().unwrap()))
         .send()
         .await
         .unwrap()
@@ -30,6 +33,14 @@ async fn health_readiness_metrics_and_request_ids() {
         .await
         .unwrap();
     assert!(metrics.contains("svalbard_http_requests_total"), "{metrics}");
+}
+
+#[tokio::test]
+async fn an_empty_metrics_listen_disables_the_listener() {
+    let app = TestApp::spawn_with(json!({ "http": { "metrics_listen": "" } })).await;
+    assert!(app.metrics_base.is_none());
+    let r = app.client.get(format!("{}/metrics", app.base)).send().await.unwrap();
+    assert_eq!(r.status(), 404);
 }
 
 #[tokio::test]
@@ -45,6 +56,13 @@ async fn readiness_fails_when_the_control_database_is_gone() {
     let r = app.client.get(format!("{}/readyz", app.base)).send().await.unwrap();
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
+    // Anyone may ask; nobody learns the control database's address or the driver's error.
+    let body = r.text().await.unwrap();
+    let p: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(p["detail"], "the control database is not ready", "{body}");
+    for secret in ["127.0.0.1", ":1", "none", "postgres", "refused", "timed out"] {
+        assert!(!body.contains(secret), "readiness leaked `{secret}`: {body}");
+    }
     assert_eq!(
         app.client
             .get(format!("{}/healthz", app.base))

@@ -67,7 +67,17 @@ impl Planet {
             mechanism: Mechanism::Logical,
             retention,
         };
-        schedules::put(pool, t, p, x, &new, now).await.unwrap();
+        let by = svalbard_core::repo::audit::Entry {
+            tenant: t,
+            actor: "test".into(),
+            role: svalbard_core::auth::Role::Admin,
+            platform: true,
+            client_address: None,
+            action: "schedule.put",
+            resource_type: "schedule",
+            outcome: svalbard_core::repo::audit::Outcome::Success,
+        };
+        schedules::put(pool, t, p, x, &new, now, &by).await.unwrap();
     }
 }
 

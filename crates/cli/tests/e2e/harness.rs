@@ -71,6 +71,7 @@ impl Env {
                 c.s3.secret_access_key.as_ref().unwrap().expose_secret(),
             )
             .env("SVALBARD_S3__PREFIX", &c.s3.prefix)
+            .env("SVALBARD_TARGETS__ALLOW", c.targets.allow.join(","))
             .env("SVALBARD_WORKER__LEASE_SECS", w.lease_secs.to_string())
             .env("SVALBARD_WORKER__HEARTBEAT_SECS", w.heartbeat_secs.to_string())
             .env("SVALBARD_WORKER__POLL_SECS", w.poll_secs.to_string())

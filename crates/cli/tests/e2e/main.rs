@@ -8,4 +8,5 @@ mod mysql;
 mod restores;
 mod retention;
 mod storage;
+mod targets;
 mod uploads;

@@ -349,7 +349,14 @@ async fn lock_status(
 }
 
 /// Pins or unpins a backup. Only backups that still hold (or will hold) an archive can be pinned.
-pub async fn set_pinned(pool: &PgPool, tenant: TenantId, project: ProjectId, id: BackupId, pinned: bool) -> Result<()> {
+pub async fn set_pinned(
+    pool: &PgPool,
+    tenant: TenantId,
+    project: ProjectId,
+    id: BackupId,
+    pinned: bool,
+    audit: &super::audit::Entry,
+) -> Result<()> {
     let mut tx = pool.begin().await?;
     let status = lock_status(&mut tx, tenant, project, id).await?;
     if pinned
@@ -367,6 +374,7 @@ pub async fn set_pinned(pool: &PgPool, tenant: TenantId, project: ProjectId, id:
         .bind(pinned)
         .execute(&mut *tx)
         .await?;
+    audit.write(&mut tx, Some(id.0)).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -380,6 +388,7 @@ pub async fn request_delete(
     project: ProjectId,
     id: BackupId,
     settle: std::time::Duration,
+    audit: &super::audit::Entry,
 ) -> Result<Backup> {
     let mut tx = pool.begin().await?;
     let status = lock_status(&mut tx, tenant, project, id).await?;
@@ -424,6 +433,7 @@ pub async fn request_delete(
             }
         }
     }
+    audit.write(&mut tx, Some(id.0)).await?;
     tx.commit().await?;
     get(pool, tenant, project, id).await
 }

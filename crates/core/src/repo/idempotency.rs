@@ -1,9 +1,28 @@
 //! `Idempotency-Key` records: the first request with a key reserves it, its response is stored,
-//! and a retry with the same key and body gets that response again.
+//! and a retry with the same key and body gets that response again, for [`TTL_HOURS`]. The
+//! request is kept only as a keyed fingerprint (see [`fingerprint`]), so the table reveals
+//! nothing of the bodies (passwords included) to whoever reads it without the key.
 
 use sqlx::PgPool;
 
 use crate::error::Result;
+
+/// How long a key is remembered; a retry after that runs the request anew.
+pub const TTL_HOURS: i32 = 24;
+
+/// Expired records removed per reservation, so the table stays small without a sweeper.
+const PRUNE_BATCH: i64 = 100;
+
+/// HMAC-SHA256 over the parts, each followed by a NUL, as hex.
+#[must_use]
+pub fn fingerprint(key: &[u8; 32], parts: &[&[u8]]) -> String {
+    let mut data = Vec::new();
+    for p in parts {
+        data.extend_from_slice(p);
+        data.push(0);
+    }
+    hex::encode(crate::crypto::mac(key, &data))
+}
 
 /// What a stored key says about a new request.
 pub enum Lookup {
@@ -30,12 +49,19 @@ struct Stored {
 }
 
 pub async fn reserve(pool: &PgPool, scope: &str, key: &str, request_hash: &str) -> Result<Lookup> {
-    // Keys live for a day; an old reservation is simply reused.
+    // This key if it expired, and a few other expired ones while at it.
     sqlx::query(
-        "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND created_at < now() - interval '24 hours'",
+        "DELETE FROM idempotency_keys
+         WHERE created_at < now() - make_interval(hours => $3)
+           AND ((scope = $1 AND key = $2)
+                OR (scope, key) IN (SELECT scope, key FROM idempotency_keys
+                                    WHERE created_at < now() - make_interval(hours => $3)
+                                    ORDER BY created_at LIMIT $4))",
     )
     .bind(scope)
     .bind(key)
+    .bind(TTL_HOURS)
+    .bind(PRUNE_BATCH)
     .execute(pool)
     .await?;
     let inserted = sqlx::query(

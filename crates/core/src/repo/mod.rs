@@ -1,6 +1,7 @@
 //! One module per table. Every function that reads or writes a tenant's rows takes the tenant
 //! first, so no query can forget the scoping.
 
+pub mod audit;
 pub mod backups;
 pub mod idempotency;
 pub mod limits;

@@ -35,7 +35,9 @@ pub struct Connection {
     pub hostaddr: Option<std::net::IpAddr>,
 }
 
-/// A validated partial update; `None` leaves a field as it is.
+/// A validated partial update; `None` leaves a field as it is. Changing the host, port, user or
+/// database without giving a password removes the stored one: a password is meant for one
+/// server and account, and must not follow the planet to a server that may read it in clear.
 #[derive(Default)]
 pub struct PlanetPatch {
     pub name: Option<Name>,
@@ -133,8 +135,10 @@ pub async fn create(
     tenant: TenantId,
     project: ProjectId,
     new: NewPlanet,
+    audit: &super::audit::Entry,
 ) -> Result<Planet> {
     let id = PlanetId::new();
+    let mut tx = pool.begin().await?;
     let (sealed, key_id) = seal(keys, id, new.connection.password.as_ref())?;
     // The project must belong to the tenant: the sub-select yields no row otherwise.
     let row = sqlx::query_as::<_, Row>(concat!(
@@ -160,10 +164,12 @@ pub async fn create(
     .bind(new.connection.sslmode.as_str())
     .bind(sealed)
     .bind(key_id)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await
     .map_err(|e| name_conflict(e, new.name.as_str()))?
     .ok_or(Error::NotFound("project"))?;
+    audit.write(&mut tx, Some(id.0)).await?;
+    tx.commit().await?;
     row.into_planet()
 }
 
@@ -249,24 +255,32 @@ pub async fn update(
     project: ProjectId,
     planet: PlanetId,
     patch: PlanetPatch,
+    audit: &super::audit::Entry,
 ) -> Result<Planet> {
     let (password_given, (sealed, key_id)) = match &patch.password {
         None => (false, (None, None)),
         Some(p) => (true, seal(keys, planet, p.as_ref())?),
     };
     let name = patch.name.as_ref().map(Name::as_str);
+    let mut tx = pool.begin().await?;
     let row = sqlx::query_as::<_, Row>(concat!(
         "UPDATE planets SET
             name = COALESCE($4, name),
             planet_class = COALESCE($5, planet_class),
             labels = COALESCE($6, labels),
-            host = COALESCE($7, host),
-            port = COALESCE($8, port),
-            database_name = COALESCE($9, database_name),
-            db_user = COALESCE($10, db_user),
+            host = COALESCE($7::text, host),
+            port = COALESCE($8::integer, port),
+            database_name = COALESCE($9::text, database_name),
+            db_user = COALESCE($10::text, db_user),
             sslmode = COALESCE($11, sslmode),
-            password_sealed = CASE WHEN $12 THEN $13 ELSE password_sealed END,
-            password_key_id = CASE WHEN $12 THEN $14 ELSE password_key_id END,
+            password_sealed = CASE WHEN $12 THEN $13
+                                   WHEN $7::text <> host OR $8::integer <> port OR $9::text <> database_name
+                                        OR $10::text <> db_user THEN NULL
+                                   ELSE password_sealed END,
+            password_key_id = CASE WHEN $12 THEN $14
+                                   WHEN $7::text <> host OR $8::integer <> port OR $9::text <> database_name
+                                        OR $10::text <> db_user THEN NULL
+                                   ELSE password_key_id END,
             updated_at = now()
          WHERE tenant_id = $1 AND project_id = $2 AND id = $3
          RETURNING ",
@@ -287,15 +301,23 @@ pub async fn update(
     .bind(password_given)
     .bind(sealed)
     .bind(key_id)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await
     .map_err(|e| name_conflict(e, name.unwrap_or_default()))?
     .ok_or(Error::NotFound("planet"))?;
+    audit.write(&mut tx, Some(planet.0)).await?;
+    tx.commit().await?;
     row.into_planet()
 }
 
 /// Deletes a planet, refusing while any of its backups is stored.
-pub async fn delete(pool: &PgPool, tenant: TenantId, project: ProjectId, planet: PlanetId) -> Result<()> {
+pub async fn delete(
+    pool: &PgPool,
+    tenant: TenantId,
+    project: ProjectId,
+    planet: PlanetId,
+    audit: &super::audit::Entry,
+) -> Result<()> {
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT id FROM planets WHERE tenant_id = $1 AND project_id = $2 AND id = $3 FOR UPDATE")
         .bind(tenant)
@@ -321,6 +343,7 @@ pub async fn delete(pool: &PgPool, tenant: TenantId, project: ProjectId, planet:
         .bind(planet)
         .execute(&mut *tx)
         .await?;
+    audit.write(&mut tx, Some(planet.0)).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -115,8 +115,14 @@ pub async fn ensure_idle(conn: &mut PgConnection, planet: PlanetId) -> Result<()
 
 /// Inserts the restore and its job in one transaction. The target planet must be of the
 /// tenant and, when restoring a backup, of the backup's engine.
-pub async fn create(pool: &PgPool, tenant: TenantId, project: ProjectId, new: NewRestore) -> Result<Restore> {
-    create_with_id(pool, tenant, project, RestoreId::new(), new).await
+pub async fn create(
+    pool: &PgPool,
+    tenant: TenantId,
+    project: ProjectId,
+    new: NewRestore,
+    audit: &super::audit::Entry,
+) -> Result<Restore> {
+    create_with_id(pool, tenant, project, RestoreId::new(), new, audit).await
 }
 
 /// As [`create`], with an id chosen in advance (an upload is stored under it first).
@@ -126,6 +132,7 @@ pub async fn create_with_id(
     project: ProjectId,
     id: RestoreId,
     new: NewRestore,
+    audit: &super::audit::Entry,
 ) -> Result<Restore> {
     let mut tx = pool.begin().await?;
     let own = super::limits::lock_tenant(&mut tx, tenant).await?;
@@ -203,6 +210,7 @@ pub async fn create_with_id(
     .await?;
     // As created (`scheduled`), whatever a worker does the moment it commits.
     let created = get(&mut *tx, tenant, target_project, id).await?;
+    audit.write(&mut tx, Some(id.0)).await?;
     tx.commit().await?;
     Ok(created)
 }

@@ -67,8 +67,10 @@ pub async fn put(
     planet: PlanetId,
     new: &NewSchedule,
     now: DateTime<Utc>,
+    audit: &super::audit::Entry,
 ) -> Result<(Schedule, bool)> {
     super::planets::get(pool, tenant, project, planet).await?;
+    let mut tx = pool.begin().await?;
     let next = new.enabled.then(|| new.spec.next_after(now)).flatten();
     let row = sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(format!(
         "INSERT INTO schedules (planet_id, tenant_id, project_id, cron, timezone, enabled, mechanism, retention, next_run_at)
@@ -86,9 +88,11 @@ pub async fn put(
     .bind(new.mechanism.as_str())
     .bind(sqlx::types::Json(&new.retention))
     .bind(next)
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await
     .map_err(|e| super::fk_to_not_found(e, "planet"))?;
+    audit.write(&mut tx, Some(planet.0)).await?;
+    tx.commit().await?;
     // Inserted and updated rows differ in that an update moves `updated_at` past `created_at`.
     let created = row.created_at == row.updated_at;
     Ok((row.into_schedule()?, created))
@@ -108,18 +112,27 @@ pub async fn get(pool: &PgPool, tenant: TenantId, project: ProjectId, planet: Pl
     .into_schedule()
 }
 
-pub async fn delete(pool: &PgPool, tenant: TenantId, project: ProjectId, planet: PlanetId) -> Result<()> {
+pub async fn delete(
+    pool: &PgPool,
+    tenant: TenantId,
+    project: ProjectId,
+    planet: PlanetId,
+    audit: &super::audit::Entry,
+) -> Result<()> {
     super::planets::get(pool, tenant, project, planet).await?;
+    let mut tx = pool.begin().await?;
     let n = sqlx::query("DELETE FROM schedules WHERE tenant_id = $1 AND project_id = $2 AND planet_id = $3")
         .bind(tenant)
         .bind(project)
         .bind(planet)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
     if n == 0 {
         return Err(Error::NotFound("schedule"));
     }
+    audit.write(&mut tx, Some(planet.0)).await?;
+    tx.commit().await?;
     Ok(())
 }
 

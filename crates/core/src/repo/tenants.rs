@@ -3,30 +3,62 @@ use sqlx::PgPool;
 use crate::domain::{Name, Tenant, TenantLimits};
 use crate::error::{Error, Result, is_unique_violation};
 use crate::ids::TenantId;
+use crate::netpolicy::PolicyLists;
 use crate::page::{Page, PageRequest};
+use crate::repo::audit;
 
-const COLUMNS: &str = "id, name, display_name, max_concurrent_jobs, max_stored_bytes, max_backups, created_at";
+const COLUMNS: &str =
+    "id, name, display_name, max_concurrent_jobs, max_stored_bytes, max_backups, target_policy, created_at";
 
-pub async fn create(pool: &PgPool, name: &Name, display_name: Option<&str>, limits: TenantLimits) -> Result<Tenant> {
-    sqlx::query_as::<_, Tenant>(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO tenants (id, name, display_name, max_concurrent_jobs, max_stored_bytes, max_backups)
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
+/// What a new tenant starts with besides its name.
+#[derive(Default)]
+pub struct NewTenant<'a> {
+    pub display_name: Option<&'a str>,
+    pub limits: TenantLimits,
+    pub target_policy: Option<PolicyLists>,
+}
+
+pub async fn create(pool: &PgPool, name: &Name, new: NewTenant<'_>, audit: &audit::Entry) -> Result<Tenant> {
+    let id = TenantId::new();
+    let mut tx = pool.begin().await?;
+    let tenant = sqlx::query_as::<_, Tenant>(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO tenants (id, name, display_name, max_concurrent_jobs, max_stored_bytes, max_backups, target_policy)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
     )))
-    .bind(TenantId::new())
+    .bind(id)
     .bind(name.as_str())
-    .bind(display_name)
-    .bind(limits.concurrent_jobs)
-    .bind(limits.stored_bytes)
-    .bind(limits.backups)
-    .fetch_one(pool)
+    .bind(new.display_name)
+    .bind(new.limits.concurrent_jobs)
+    .bind(new.limits.stored_bytes)
+    .bind(new.limits.backups)
+    .bind(new.target_policy.map(sqlx::types::Json))
+    .fetch_one(&mut *tx)
     .await
     .map_err(|e| {
         if is_unique_violation(&e, "tenants_name_key") {
             Error::Conflict(format!("a tenant named `{name}` already exists"))
         } else {
-            e.into()
+            Error::from(e)
         }
-    })
+    })?;
+    audit::Entry {
+        tenant: id,
+        ..audit.clone()
+    }
+    .write(&mut tx, Some(id.0))
+    .await?;
+    tx.commit().await?;
+    Ok(tenant)
+}
+
+/// The tenant's own target policy, if it has one (else the platform's applies).
+pub async fn target_policy(pool: &PgPool, tenant: TenantId) -> Result<Option<PolicyLists>> {
+    let row: Option<Option<sqlx::types::Json<PolicyLists>>> =
+        sqlx::query_scalar("SELECT target_policy FROM tenants WHERE id = $1")
+            .bind(tenant)
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.ok_or(Error::NotFound("tenant"))?.map(|j| j.0))
 }
 
 pub async fn list(pool: &PgPool, page: PageRequest) -> Result<Page<Tenant>> {
@@ -88,19 +120,31 @@ pub async fn find_by_name(pool: &PgPool, name: &Name) -> Result<Option<Tenant>> 
     .await?)
 }
 
-/// Changes a tenant's display name and limits; `None` leaves a value as it is, a limit given as
-/// `null` in the request returns it to the default.
-pub async fn update(
-    pool: &PgPool,
-    tenant: TenantId,
-    display_name: Option<Option<&str>>,
-    limits: Option<TenantLimits>,
-) -> Result<Tenant> {
-    sqlx::query_as::<_, Tenant>(sqlx::AssertSqlSafe(format!(
+/// Changes to a tenant; `None` leaves a value as it is.
+#[derive(Default)]
+pub struct TenantPatch<'a> {
+    /// `Some(None)` removes the display name.
+    pub display_name: Option<Option<&'a str>>,
+    /// Replaces every limit; one left out returns to the default.
+    pub limits: Option<TenantLimits>,
+    /// `Some(None)` returns the tenant to the platform's target policy.
+    pub target_policy: Option<Option<PolicyLists>>,
+}
+
+/// Changes a tenant's display name, limits or target policy.
+pub async fn update(pool: &PgPool, tenant: TenantId, patch: TenantPatch<'_>, audit: &audit::Entry) -> Result<Tenant> {
+    let TenantPatch {
+        display_name,
+        limits,
+        target_policy,
+    } = patch;
+    let mut tx = pool.begin().await?;
+    let updated = sqlx::query_as::<_, Tenant>(sqlx::AssertSqlSafe(format!(
         "UPDATE tenants SET display_name = CASE WHEN $2 THEN $3 ELSE display_name END,
                 max_concurrent_jobs = CASE WHEN $4 THEN $5 ELSE max_concurrent_jobs END,
                 max_stored_bytes = CASE WHEN $4 THEN $6 ELSE max_stored_bytes END,
-                max_backups = CASE WHEN $4 THEN $7 ELSE max_backups END
+                max_backups = CASE WHEN $4 THEN $7 ELSE max_backups END,
+                target_policy = CASE WHEN $8 THEN $9 ELSE target_policy END
          WHERE id = $1 RETURNING {COLUMNS}"
     )))
     .bind(tenant)
@@ -110,7 +154,12 @@ pub async fn update(
     .bind(limits.and_then(|l| l.concurrent_jobs))
     .bind(limits.and_then(|l| l.stored_bytes))
     .bind(limits.and_then(|l| l.backups))
-    .fetch_optional(pool)
+    .bind(target_policy.is_some())
+    .bind(target_policy.flatten().map(sqlx::types::Json))
+    .fetch_optional(&mut *tx)
     .await?
-    .ok_or(Error::NotFound("tenant"))
+    .ok_or(Error::NotFound("tenant"))?;
+    audit.write(&mut tx, Some(tenant.0)).await?;
+    tx.commit().await?;
+    Ok(updated)
 }
