@@ -153,7 +153,7 @@ impl BackupJob {
             planets::get_with_connection(&ctx.pool, &self.keys, row.tenant_id, row.project_id, row.planet_id)
                 .await
                 .map_err(|e| JobError::Permanent(format!("the planet cannot be read: {e}")))?;
-        let conn = crate::target::checked(&ctx.pool, &self.targets, row.tenant_id, conn).await?;
+        let conn = crate::target::checked(&ctx.pool, &self.targets, row.tenant_id, conn, None).await?;
         let driver: Box<dyn Driver> = engine::driver(planet.engine, &self.config.pg_bin_roots);
         steps.set("dump", "running", None);
         let probe = driver.probe(&conn).await?;

@@ -118,7 +118,14 @@ impl RestoreJob {
             planets::get_with_connection(&ctx.pool, &self.keys, row.tenant_id, row.project_id, row.planet_id)
                 .await
                 .map_err(|e| JobError::Permanent(format!("the target planet cannot be read: {e}")))?;
-        let conn = crate::target::checked(&ctx.pool, &self.targets, row.tenant_id, conn).await?;
+        let conn = crate::target::checked(
+            &ctx.pool,
+            &self.targets,
+            row.tenant_id,
+            conn,
+            Some(&row.target_database),
+        )
+        .await?;
         let driver: Box<dyn Driver> = engine::driver(
             engine
                 .parse()

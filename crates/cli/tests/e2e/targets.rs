@@ -106,3 +106,47 @@ async fn a_worker_under_a_stricter_platform_policy_refuses_what_the_api_accepted
     stop.cancel();
     running.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_restore_into_the_control_database_is_refused() {
+    use secrecy::ExposeSecret as _;
+    let env = Env::new().await;
+    let url = env.app.config.database_url.as_ref().unwrap().expose_secret().to_owned();
+    let control: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    let control_db = control.get_database().unwrap().to_owned();
+    // A planet on the control database's server (allowed here, as loopback is) ...
+    let planet = env.planet("neighbour", "postgres", "postgres", None).await;
+    let (stop, worker) = env.worker();
+    // ... restored over the control database itself.
+    let r = env
+        .upload(
+            &planet,
+            &env.token,
+            "archive",
+            "dump.sql",
+            b"CREATE TABLE pwned (id int);\n".to_vec(),
+            Some(json!({ "targetDatabase": control_db, "replace": true })),
+        )
+        .await;
+    if r.status == 202 {
+        let restore = env.restore_outcome(&r.header("location").unwrap()).await;
+        assert_eq!(restore["status"], "failed", "{restore}");
+        assert!(
+            restore["errorMessage"]
+                .as_str()
+                .unwrap()
+                .contains("that is Svalbard's own control database"),
+            "{restore}"
+        );
+    } else {
+        // Refused up front (a restore may not name another database), which is as good.
+        assert_eq!(r.status, 400, "{}", r.text);
+    }
+    let pwned: bool = sqlx::query_scalar("SELECT to_regclass('public.pwned') IS NOT NULL")
+        .fetch_one(&env.app.pool)
+        .await
+        .unwrap();
+    assert!(!pwned, "the restore wrote into the control database");
+    stop.cancel();
+    worker.await.unwrap();
+}
