@@ -82,10 +82,11 @@ async fn restore_backup(
     let (tenant, audit) = auth
         .authorize(&state.pool, tenant, Role::Operator, "restore.create", ("restore", None))
         .await?;
-    if body.replace {
-        auth.require(Role::Admin).map_err(|_| {
-            ApiError::Forbidden("`replace: true` drops the target's objects and needs the `admin` role".into())
-        })?;
+    if body.replace && auth.require(Role::Admin).is_err() {
+        audit.denied(&state.pool, None).await;
+        return Err(ApiError::Forbidden(
+            "`replace: true` drops the target's objects and needs the `admin` role".into(),
+        ));
     }
     let mut errors = Vec::new();
     if let Some(db) = &body.target_database
@@ -234,6 +235,7 @@ async fn restore_upload(
         }
     };
     if options.replace && auth.require(Role::Admin).is_err() {
+        audit.clone().denied(&state.pool, None).await;
         return Err(cleanup(ApiError::Forbidden(
             "`replace: true` drops the target's objects and needs the `admin` role".into(),
         ))

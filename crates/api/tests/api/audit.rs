@@ -89,6 +89,10 @@ async fn actions_are_recorded_with_who_from_where_and_how_it_ended() {
         .await
         .unwrap();
     assert_eq!(r.status(), 302);
+    // Replacing needs admin: an operator's attempt is refused and recorded.
+    app.post(&format!("{backup}/restores"), &alice, json!({ "replace": true }))
+        .await
+        .problem(403);
     let r = app.post(&format!("{backup}/restores"), &alice, json!({})).await;
     assert_eq!(r.status, 202, "{}", r.text);
     sqlx::query("UPDATE restores SET status = 'succeeded' WHERE planet_id = $1::uuid")
@@ -143,6 +147,7 @@ async fn actions_are_recorded_with_who_from_where_and_how_it_ended() {
             "backup.unpin",
             "backup.pin",
             "restore.create",
+            "restore.create",
             "backup.download",
             "backup.download",
             "backup.download",
@@ -164,13 +169,14 @@ async fn actions_are_recorded_with_who_from_where_and_how_it_ended() {
     assert_eq!(outcomes[0], ("tenant.update", "bob", "denied"));
     assert_eq!(outcomes[1], ("tenant.update", "test", "success"));
     assert_eq!(outcomes[3], ("planet.update", "alice", "denied"));
-    assert_eq!(outcomes[12], ("backup.download", "victor", "denied"));
+    assert_eq!(outcomes[10], ("restore.create", "alice", "denied"));
+    assert_eq!(outcomes[13], ("backup.download", "victor", "denied"));
     for e in &events {
         assert_eq!(e["tenantId"], t.as_str());
         assert_eq!(e["clientAddress"], "127.0.0.1", "{e}");
         assert!(e["occurredAt"].is_string());
     }
-    let download = &events[10];
+    let download = &events[11];
     assert_eq!(download["actor"], "alice");
     assert_eq!(download["actorRole"], "operator");
     assert_eq!(download["actorPlatform"], false);
