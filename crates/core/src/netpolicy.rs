@@ -167,9 +167,16 @@ const METADATA_ADDRS: &[IpAddr] = &[
     IpAddr::V4(Ipv4Addr::new(100, 100, 100, 200)),
 ];
 
-/// `::ffff:127.0.0.1` is 127.0.0.1: rules see the address the connection really reaches.
+/// `::ffff:127.0.0.1` is 127.0.0.1, and so is `64:ff9b::127.0.0.1` where a NAT64 gateway
+/// translates it: rules see the address the connection really reaches.
 fn canonical(ip: IpAddr) -> IpAddr {
-    ip.to_canonical()
+    match ip.to_canonical() {
+        IpAddr::V6(v6) if v6.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0] => {
+            let o = v6.octets();
+            IpAddr::V4(Ipv4Addr::new(o[12], o[13], o[14], o[15]))
+        }
+        other => other,
+    }
 }
 
 /// The default rule that refuses `ip`, as "… addresses are not allowed".
@@ -439,6 +446,14 @@ mod tests {
                 Some("app"),
                 vec!["::1"],
                 refused("host ::1 is refused: loopback addresses are not allowed (targets.allow)"),
+            ),
+            (
+                none(),
+                "64:ff9b::a9fe:a9fe",
+                80,
+                None,
+                vec!["64:ff9b::a9fe:a9fe"],
+                refused("host 64:ff9b::a9fe:a9fe is refused: cloud metadata addresses are not allowed (targets.allow)"),
             ),
             (
                 none(),

@@ -126,6 +126,11 @@ async fn the_default_policy_refuses_the_platforms_own_addresses() {
             "host metadata.google.internal is refused: cloud metadata addresses are not allowed (targets.allow)",
         ),
         ("169.254.10.1", "link-local addresses are not allowed"),
+        // Other spellings of loopback: refused whatever the resolver makes of them.
+        ("2130706433", "host 2130706433 is refused"),
+        ("0x7f.0.0.1", "host 0x7f.0.0.1 is refused"),
+        ("0177.0.0.1", "host 0177.0.0.1 is refused"),
+        ("[::1]", "host [::1] is refused: loopback addresses are not allowed"),
         ("0.0.0.0", "unspecified addresses are not allowed"),
         (
             "/var/run/postgresql",
