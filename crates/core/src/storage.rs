@@ -379,17 +379,21 @@ impl Storage {
         Ok(removed)
     }
 
-    /// Writes a small object in one request.
+    /// Writes a small object in one request, sent again through an outage like an upload's
+    /// parts: a backup's manifest follows its archive and must not cost the attempt either.
     pub async fn put(&self, key: &str, body: Vec<u8>, content_type: &str) -> anyhow::Result<()> {
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type(content_type)
-            .body(body.into())
-            .send()
-            .await
-            .map_err(|e| self.error("writing an object", e))?;
+        let body = bytes::Bytes::from(body);
+        with_retries("PutObject", self.retry_for, || {
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .content_type(content_type)
+                .body(body.clone().into())
+                .send()
+        })
+        .await
+        .map_err(|e| self.error("writing an object", e))?;
         Ok(())
     }
 
