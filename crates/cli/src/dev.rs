@@ -120,7 +120,7 @@ pub async fn run(file: Option<&Path>, data_dir: &Path, private: bool) -> anyhow:
     );
 
     let stop = crate::shutdown_signal();
-    let worker = crate::worker(&config, pool.clone())?;
+    let worker = crate::worker(&config, pool.clone()).await?;
     let worker_stop = stop.clone();
     let worker_task = tokio::spawn(async move { worker.run(worker_stop).await });
     let served = crate::serve(config, pool, stop.clone()).await;

@@ -123,6 +123,12 @@ pub async fn connect(config: &Config) -> anyhow::Result<sqlx::PgPool> {
 /// Serves the API until `stop` fires.
 pub async fn serve(config: Config, pool: sqlx::PgPool, stop: CancellationToken) -> anyhow::Result<()> {
     let listen = config.http.listen.clone();
+    let keys = config
+        .crypto
+        .keys
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("crypto.keys is required (SVALBARD_CRYPTO__KEYS)"))?;
+    svalbard_core::crypto::verify_ring(&pool, &svalbard_core::crypto::KeyRing::parse(keys)?).await?;
     let app = svalbard_api::Application::build(config, pool)?;
     tracing::info!(%listen, port = app.port(), metrics_port = app.metrics_port(), "API listening");
     let handle = app.handle();
@@ -134,8 +140,8 @@ pub async fn serve(config: Config, pool: sqlx::PgPool, stop: CancellationToken) 
     Ok(())
 }
 
-pub fn worker(config: &Config, pool: sqlx::PgPool) -> anyhow::Result<svalbard_worker::runner::Worker> {
-    svalbard_worker::build(config, pool)
+pub async fn worker(config: &Config, pool: sqlx::PgPool) -> anyhow::Result<svalbard_worker::runner::Worker> {
+    svalbard_worker::start(config, pool).await
 }
 
 #[tokio::main]
@@ -183,12 +189,14 @@ async fn main() -> anyhow::Result<()> {
             init_tracing(&config);
             let pool = connect(&config).await?;
             let stop = shutdown_signal();
+            // Checked before the health listener starts, so a refused worker never looks ready.
+            let built = worker(&config, pool.clone()).await?;
             let storage = svalbard_core::storage::Storage::new(&config.s3);
             let (port, health) = svalbard_api::worker_ops::server(&config.worker.listen, pool.clone(), storage)?;
             tracing::info!(port, "worker health and metrics listening");
             let handle = health.handle();
             tokio::spawn(health);
-            let result = worker(&config, pool)?.run(stop).await;
+            let result = built.run(stop).await;
             handle.stop(true).await;
             result
         }

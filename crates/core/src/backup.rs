@@ -9,13 +9,15 @@ use crate::ids::{BackupId, PlanetId, ProjectId, TenantId};
 
 string_enum!(
     /// `scheduled → running → succeeded | failed | incomplete`; `succeeded → expired`;
-    /// any finished backup `→ deleting → deleted`.
+    /// `succeeded ⇄ missing` (the archive is not in object storage, confirmed by a listing; it
+    /// turns back when the archive is found again); any finished backup `→ deleting → deleted`.
     BackupStatus {
         Scheduled => "scheduled",
         Running => "running",
         Succeeded => "succeeded",
         Failed => "failed",
         Incomplete => "incomplete",
+        Missing => "missing",
         Expired => "expired",
         Deleting => "deleting",
         Deleted => "deleted",
@@ -40,6 +42,7 @@ impl BackupStatus {
             Self::Succeeded => "ready",
             Self::Failed => "failed",
             Self::Incomplete => "incomplete",
+            Self::Missing => "archive missing",
             Self::Expired => "expired",
             Self::Deleting => "deleting",
             Self::Deleted => "deleted",

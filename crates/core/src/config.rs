@@ -116,6 +116,9 @@ pub struct S3Config {
     pub presign_ttl_secs: u64,
     /// Prefix of every object Svalbard writes.
     pub prefix: String,
+    /// How long a request of an upload (a part, the completion) keeps being sent again through
+    /// an outage of the store, with backoff, before the attempt fails.
+    pub retry_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -139,8 +142,10 @@ pub struct WorkerConfig {
     pub poll_secs: u64,
     /// Grace period for running jobs when the worker is asked to stop.
     pub shutdown_grace_secs: u64,
-    /// Size of one multipart part, in MiB (S3 wants at least 5).
+    /// Size of the first parts of a multipart upload, in MiB (S3 wants at least 5).
     pub part_size_mib: usize,
+    /// Parts after which the part size doubles (up to 5 GiB), so 10,000 parts hold terabytes.
+    pub part_double_every: u32,
     /// Parts uploaded concurrently.
     pub parts_in_flight: usize,
     /// zstd compression level of archives.
@@ -183,6 +188,10 @@ pub struct MaintenanceConfig {
     pub orphan_grace_secs: u64,
     /// Stored archives checked for presence per sweep, least recently checked first.
     pub verify_batch: i64,
+    /// A reaper sweep that finds more than this many archives of its batch missing, and more
+    /// than `halt_missing_percent` of it, changes nothing and reports instead.
+    pub halt_missing_min: u64,
+    pub halt_missing_percent: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -260,6 +269,7 @@ fn defaults() -> serde_json::Value {
             "force_path_style": true,
             "presign_ttl_secs": 900,
             "prefix": "",
+            "retry_secs": 300,
         },
         "worker": WorkerConfig {
             listen: "127.0.0.1:9091".into(),
@@ -272,6 +282,7 @@ fn defaults() -> serde_json::Value {
             poll_secs: 2,
             shutdown_grace_secs: 30,
             part_size_mib: 16,
+            part_double_every: 1000,
             parts_in_flight: 2,
             zstd_level: 1,
             pg_bin_roots: vec!["/usr/lib/postgresql".into(), "/usr/pgsql".into()],
@@ -291,6 +302,8 @@ fn defaults() -> serde_json::Value {
             stale_upload_secs: 24 * 3600,
             orphan_grace_secs: 3600,
             verify_batch: 500,
+            halt_missing_min: 2,
+            halt_missing_percent: 10,
         },
         "targets": { "allow": [], "deny": [] },
         "log": LogConfig { format: "pretty".into(), filter: "info".into() },

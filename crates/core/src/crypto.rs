@@ -96,6 +96,12 @@ impl KeyRing {
         })
     }
 
+    /// Ids of the configured keys, the sealing one first; never the keys themselves.
+    #[must_use]
+    pub fn ids(&self) -> Vec<&str> {
+        self.keys.iter().map(|(id, _)| id.as_str()).collect()
+    }
+
     pub fn open(&self, sealed: &Sealed, context: &[u8]) -> anyhow::Result<Vec<u8>> {
         let (_, cipher) =
             self.keys.iter().find(|(id, _)| *id == sealed.key_id).ok_or_else(|| {
@@ -107,6 +113,54 @@ impl KeyRing {
             .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: context })
             .map_err(|_| anyhow::anyhow!("sealed secret does not authenticate under key `{}`", sealed.key_id))
     }
+}
+
+const CHECK_VALUE: &[u8] = b"svalbard key check";
+const CHECK_CONTEXT: &[u8] = b"key_check";
+
+/// Refuses a key ring that cannot open the check value of the control database.
+///
+/// The first process to start seals the value with its first key; every later one must open it
+/// with one of its keys. A process with another installation's keys would otherwise take this
+/// database's jobs and fail each of them on the first secret it cannot open. When the value was
+/// sealed with an older key of the ring, it is sealed again with the first one, so retiring the
+/// old key later keeps working.
+pub async fn verify_ring(pool: &sqlx::PgPool, ring: &KeyRing) -> anyhow::Result<()> {
+    let fresh = ring.seal(CHECK_VALUE, CHECK_CONTEXT)?;
+    sqlx::query("INSERT INTO key_check (key_id, sealed) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
+        .bind(&fresh.key_id)
+        .bind(&fresh.bytes)
+        .execute(pool)
+        .await?;
+    let (key_id, bytes): (String, Vec<u8>) = sqlx::query_as("SELECT key_id, sealed FROM key_check")
+        .fetch_one(pool)
+        .await?;
+    let stored = Sealed { key_id, bytes };
+    let opened = ring.open(&stored, CHECK_CONTEXT);
+    if !matches!(&opened, Ok(v) if v == CHECK_VALUE) {
+        let why = opened
+            .err()
+            .map_or_else(|| "it holds another value".to_owned(), |e| e.to_string());
+        anyhow::bail!(
+            "crypto.keys does not belong to this control database: its key ring (key ids: {}) cannot open \
+             the database's key check value, sealed with key `{}` ({why}). A process with these keys would \
+             fail every job whose secrets it cannot open, so it does not start. Configure the key ring the \
+             API and the other workers of this database use; to rotate, put the new key first and keep the \
+             old one after it.",
+            ring.ids().join(", "),
+            stored.key_id,
+        );
+    }
+    if stored.key_id != fresh.key_id {
+        sqlx::query("UPDATE key_check SET key_id = $1, sealed = $2, updated_at = now() WHERE key_id = $3")
+            .bind(&fresh.key_id)
+            .bind(&fresh.bytes)
+            .bind(&stored.key_id)
+            .execute(pool)
+            .await?;
+        tracing::info!(from = %stored.key_id, to = %fresh.key_id, "key check value sealed again with the first key");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -31,6 +31,81 @@ where
     }
 }
 
+/// Whether a failed request may succeed when sent again: it got no answer (connection refused
+/// or reset, a timeout), or the server said it is overloaded or broken.
+pub fn is_retryable<E>(e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> bool {
+    use aws_sdk_s3::error::SdkError;
+    match e {
+        SdkError::ServiceError(s) => {
+            let status = s.raw().status().as_u16();
+            status >= 500 || status == 429 || status == 408
+        }
+        SdkError::ConstructionFailure(_) => false,
+        _ => true,
+    }
+}
+
+/// Longest wait between two sends of one request.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+
+/// Sends a request until it succeeds, fails for good, or `horizon` has passed since the first
+/// try: exponential backoff with jitter, on top of the SDK's own quick retries, so an outage of
+/// a few minutes costs a wait rather than the attempt (and a new dump of the database).
+pub async fn with_retries<T, E, F, Fut>(
+    what: &str,
+    horizon: Duration,
+    mut send: F,
+) -> Result<T, aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>>
+where
+    F: FnMut() -> Fut,
+    Fut:
+        std::future::Future<Output = Result<T, aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>>>,
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    use rand::Rng as _;
+    let started = std::time::Instant::now();
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match send().await {
+            Ok(v) => return Ok(v),
+            Err(e) if is_retryable(&e) && started.elapsed() + delay < horizon => {
+                let wait = delay.mul_f64(rand::thread_rng().gen_range(0.5..=1.0));
+                tracing::warn!(what, error = %describe(&e), retry_in = ?wait, "object storage request failed; sending it again");
+                metrics::counter!("svalbard_storage_retries_total").increment(1);
+                tokio::time::sleep(wait).await;
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Smallest part S3 accepts (except for the last one).
+pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
+
+/// Largest part S3 accepts.
+pub const MAX_PART_SIZE: usize = 5 * 1024 * 1024 * 1024;
+
+/// Most parts one multipart upload may have.
+pub const MAX_PARTS: u32 = 10_000;
+
+/// Size of part `number` (from 1) of an upload whose parts start at `first` bytes and double
+/// every `double_every` parts, up to [`MAX_PART_SIZE`]. From 16 MiB doubling every 1,000 parts,
+/// 10,000 parts hold more than S3's 5 TiB object limit, and an archive of a few GiB still goes
+/// in parts small enough to keep memory low.
+#[must_use]
+pub fn part_size(number: u32, first: usize, double_every: u32) -> usize {
+    let first = first.clamp(MIN_PART_SIZE, MAX_PART_SIZE);
+    let doublings = (number.saturating_sub(1) / double_every.max(1)).min(32);
+    first.saturating_mul(1usize << doublings).min(MAX_PART_SIZE)
+}
+
+/// Most bytes an upload can hold with this part size schedule.
+#[must_use]
+pub fn upload_capacity(first: usize, double_every: u32) -> u64 {
+    (1..=MAX_PARTS).map(|n| part_size(n, first, double_every) as u64).sum()
+}
+
 /// An unfinished multipart upload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upload {
@@ -61,12 +136,20 @@ pub struct Storage {
     pub prefix: String,
     pub endpoint: String,
     pub presign_ttl: Duration,
+    /// How long one request of an upload is sent again through an outage.
+    pub retry_for: Duration,
 }
 
 impl Storage {
     pub fn new(cfg: &S3Config) -> Self {
+        // The SDK's own retries cover a blip; [`with_retries`] covers an outage.
+        let retry = aws_sdk_s3::config::retry::RetryConfig::standard()
+            .with_max_attempts(6)
+            .with_initial_backoff(Duration::from_millis(200))
+            .with_max_backoff(Duration::from_secs(10));
         let mut b = aws_sdk_s3::Config::builder()
             .behavior_version_latest()
+            .retry_config(retry)
             .region(Region::new(cfg.region.clone()))
             .force_path_style(cfg.force_path_style)
             // Self-hosted S3 servers reject the SDK's default CRC checksums on multipart uploads.
@@ -90,6 +173,7 @@ impl Storage {
             prefix: cfg.prefix.trim_matches('/').to_owned(),
             endpoint: cfg.endpoint.clone().unwrap_or_else(|| format!("s3 ({})", cfg.region)),
             presign_ttl: Duration::from_secs(cfg.presign_ttl_secs).min(MAX_PRESIGN),
+            retry_for: Duration::from_secs(cfg.retry_secs),
         }
     }
 
@@ -118,6 +202,12 @@ impl Storage {
         self.client
             .head_bucket()
             .bucket(&self.bucket)
+            .customize()
+            // A readiness probe reports what it finds now, rather than retrying past its timeout.
+            .config_override(
+                aws_sdk_s3::Config::builder()
+                    .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(1)),
+            )
             .send()
             .await
             .map(|_| ())
@@ -289,17 +379,21 @@ impl Storage {
         Ok(removed)
     }
 
-    /// Writes a small object in one request.
+    /// Writes a small object in one request, sent again through an outage like an upload's
+    /// parts: a backup's manifest follows its archive and must not cost the attempt either.
     pub async fn put(&self, key: &str, body: Vec<u8>, content_type: &str) -> anyhow::Result<()> {
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type(content_type)
-            .body(body.into())
-            .send()
-            .await
-            .map_err(|e| self.error("writing an object", e))?;
+        let body = bytes::Bytes::from(body);
+        with_retries("PutObject", self.retry_for, || {
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .content_type(content_type)
+                .body(body.clone().into())
+                .send()
+        })
+        .await
+        .map_err(|e| self.error("writing an object", e))?;
         Ok(())
     }
 
@@ -321,15 +415,20 @@ impl Storage {
 }
 
 /// An object written part by part, one part in memory at a time; aborted unless completed.
+/// Parts grow as the object does (see [`part_size`]).
 pub struct PartWriter<'a> {
     storage: &'a Storage,
     key: String,
     upload_id: String,
     parts: Vec<aws_sdk_s3::types::CompletedPart>,
     buffer: Vec<u8>,
+    first_part_size: usize,
     part_size: usize,
     written: u64,
 }
+
+/// Parts after which a [`PartWriter`]'s part size doubles.
+const PART_DOUBLE_EVERY: u32 = 1000;
 
 impl<'a> PartWriter<'a> {
     pub async fn begin(storage: &'a Storage, key: &str, part_size: usize) -> anyhow::Result<Self> {
@@ -344,14 +443,15 @@ impl<'a> PartWriter<'a> {
         let upload_id = out
             .upload_id
             .ok_or_else(|| anyhow::anyhow!("object storage returned no upload id"))?;
-        let part_size = part_size.max(5 * 1024 * 1024);
+        let first_part_size = part_size.clamp(MIN_PART_SIZE, MAX_PART_SIZE);
         Ok(Self {
             storage,
             key: key.to_owned(),
             upload_id,
             parts: Vec::new(),
-            buffer: Vec::with_capacity(part_size),
-            part_size,
+            buffer: Vec::with_capacity(first_part_size),
+            first_part_size,
+            part_size: first_part_size,
             written: 0,
         })
     }
@@ -375,20 +475,28 @@ impl<'a> PartWriter<'a> {
     }
 
     async fn flush(&mut self) -> anyhow::Result<()> {
-        let number = i32::try_from(self.parts.len() + 1).unwrap_or(i32::MAX);
-        let body = std::mem::replace(&mut self.buffer, Vec::with_capacity(self.part_size));
+        let n = u32::try_from(self.parts.len() + 1).unwrap_or(u32::MAX);
+        anyhow::ensure!(
+            n <= MAX_PARTS,
+            "the object exceeds what {MAX_PARTS} parts can hold ({} bytes)",
+            upload_capacity(self.first_part_size, PART_DOUBLE_EVERY)
+        );
+        let number = i32::try_from(n).unwrap_or(i32::MAX);
+        self.part_size = part_size(n + 1, self.first_part_size, PART_DOUBLE_EVERY);
+        let body = bytes::Bytes::from(std::mem::replace(&mut self.buffer, Vec::with_capacity(self.part_size)));
         let s = self.storage;
-        let out = s
-            .client
-            .upload_part()
-            .bucket(&s.bucket)
-            .key(&self.key)
-            .upload_id(&self.upload_id)
-            .part_number(number)
-            .body(body.into())
-            .send()
-            .await
-            .map_err(|e| s.error("uploading a part", e))?;
+        let out = with_retries("UploadPart", s.retry_for, || {
+            s.client
+                .upload_part()
+                .bucket(&s.bucket)
+                .key(&self.key)
+                .upload_id(&self.upload_id)
+                .part_number(number)
+                .body(body.clone().into())
+                .send()
+        })
+        .await
+        .map_err(|e| s.error("uploading a part", e))?;
         self.parts.push(
             aws_sdk_s3::types::CompletedPart::builder()
                 .part_number(number)
@@ -406,15 +514,17 @@ impl<'a> PartWriter<'a> {
         let done = aws_sdk_s3::types::CompletedMultipartUpload::builder()
             .set_parts(Some(self.parts.clone()))
             .build();
-        s.client
-            .complete_multipart_upload()
-            .bucket(&s.bucket)
-            .key(&self.key)
-            .upload_id(&self.upload_id)
-            .multipart_upload(done)
-            .send()
-            .await
-            .map_err(|e| s.error("completing an upload", e))?;
+        with_retries("CompleteMultipartUpload", s.retry_for, || {
+            s.client
+                .complete_multipart_upload()
+                .bucket(&s.bucket)
+                .key(&self.key)
+                .upload_id(&self.upload_id)
+                .multipart_upload(done.clone())
+                .send()
+        })
+        .await
+        .map_err(|e| s.error("completing an upload", e))?;
         Ok(self.written)
     }
 
@@ -431,5 +541,33 @@ impl<'a> PartWriter<'a> {
         {
             tracing::warn!(key = %self.key, error = %describe(&e), "aborting an upload failed; the reaper will");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1024 * 1024;
+
+    #[test]
+    fn parts_double_every_so_many_up_to_the_largest_s3_takes() {
+        let size = |n| part_size(n, 16 * MIB, 1000);
+        assert_eq!(size(1), 16 * MIB);
+        assert_eq!(size(1000), 16 * MIB);
+        assert_eq!(size(1001), 32 * MIB);
+        assert_eq!(size(2001), 64 * MIB);
+        assert_eq!(size(9000), 4096 * MIB);
+        assert_eq!(size(9001), MAX_PART_SIZE);
+        assert_eq!(size(MAX_PARTS), MAX_PART_SIZE);
+        // 10,000 parts hold more than the 5 TiB S3 allows in one object.
+        assert!(upload_capacity(16 * MIB, 1000) > 5 * (1 << 40));
+        // The old fixed schedule held 160 GiB.
+        assert_eq!(upload_capacity(16 * MIB, u32::MAX), 10_000 * 16 * MIB as u64);
+        // Too small a first part is raised to what S3 accepts; no overflow at the far end.
+        assert_eq!(part_size(1, 1, 2), MIN_PART_SIZE);
+        assert_eq!(part_size(3, 1, 2), 2 * MIN_PART_SIZE);
+        assert_eq!(part_size(u32::MAX, MAX_PART_SIZE, 1), MAX_PART_SIZE);
+        assert_eq!(part_size(5, 5 * MIB, 0), 80 * MIB, "0 means every part");
     }
 }

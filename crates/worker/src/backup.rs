@@ -193,6 +193,7 @@ impl BackupJob {
         );
         let settings = UploadSettings {
             part_size: self.config.part_size_mib * 1024 * 1024,
+            double_every: self.config.part_double_every,
             parts_in_flight: self.config.parts_in_flight,
             zstd_level: self.config.zstd_level,
         };

@@ -20,13 +20,27 @@ use svalbard_core::repo::backups::{BACKUP_JOB, DELETE_JOB};
 use svalbard_core::repo::restores::RESTORE_JOB;
 use svalbard_core::storage::Storage;
 
-/// A worker with every job handler, as `svalbard work` runs it.
+fn key_ring(config: &Config) -> anyhow::Result<KeyRing> {
+    KeyRing::parse(
+        config
+            .crypto
+            .keys
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("crypto.keys is required (SVALBARD_CRYPTO__KEYS)"))?,
+    )
+}
+
+/// [`build`], once the key ring has proven it belongs to this control database: a worker with
+/// another installation's keys would claim this database's jobs and fail every one of them.
+pub async fn start(config: &Config, pool: sqlx::PgPool) -> anyhow::Result<runner::Worker> {
+    svalbard_core::crypto::verify_ring(&pool, &key_ring(config)?).await?;
+    build(config, pool)
+}
+
+/// A worker with every job handler, without the key check of [`start`].
 pub fn build(config: &Config, pool: sqlx::PgPool) -> anyhow::Result<runner::Worker> {
     let storage = Storage::new(&config.s3);
-    let keys =
-        Arc::new(KeyRing::parse(config.crypto.keys.as_ref().ok_or_else(|| {
-            anyhow::anyhow!("crypto.keys is required (SVALBARD_CRYPTO__KEYS)")
-        })?)?);
+    let keys = Arc::new(key_ring(config)?);
     let targets = Arc::new(svalbard_core::netpolicy::Guard::new(
         &config.targets.lists(),
         config.database_url.as_ref().map(secrecy::ExposeSecret::expose_secret),

@@ -149,6 +149,8 @@ impl Maintenance {
             stale_upload: Duration::from_secs(self.config.stale_upload_secs),
             orphan_grace: Duration::from_secs(self.config.orphan_grace_secs),
             verify_batch: self.config.verify_batch,
+            halt_missing_min: self.config.halt_missing_min,
+            halt_missing_percent: self.config.halt_missing_percent,
         };
         reaper::sweep(&self.pool, &self.storage, settings, Utc::now()).await
     }

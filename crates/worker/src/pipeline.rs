@@ -10,6 +10,15 @@
 //!
 //! Compression runs off the async executor because zstd at ~hundreds of MiB/s would starve it.
 //! Any failure or cancellation aborts the multipart upload, so nothing is left behind.
+//!
+//! Parts grow as the archive does (see [`svalbard_core::storage::part_size`]): from 16 MiB,
+//! doubling every 1,000 parts, 10,000 parts hold S3's 5 TiB object limit. Memory is bounded by
+//! the parts alive at once: `parts_in_flight` being uploaded (and kept for a retry), one queued,
+//! one being filled, so `(parts_in_flight + 2) × current part size` plus zstd's window. With the
+//! defaults that is 64 MiB for the first 16 GB of archive, 4 GiB around 1 TiB and 16 GiB near
+//! the 5 TiB limit; `parts_in_flight = 1` lowers each to three parts. A store that stops
+//! answering holds these parts while each request is sent again, and back-pressure stalls the
+//! dump tool meanwhile; nothing else piles up.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -24,16 +33,12 @@ use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use sha2::{Digest as _, Sha256};
 use svalbard_core::archive::{ArchiveHeader, encode_header};
-use svalbard_core::storage::{Storage, describe};
+use svalbard_core::storage::{Storage, describe, part_size, upload_capacity, with_retries};
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Smallest part S3 accepts (except for the last one).
-pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
-
-/// Most parts one multipart upload may have.
-pub const MAX_PARTS: u32 = 10_000;
+pub use svalbard_core::storage::{MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE};
 
 /// Size of one read from the dump.
 const READ_CHUNK: usize = 256 * 1024;
@@ -47,8 +52,10 @@ const ABORT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Tuning of one upload.
 #[derive(Debug, Clone)]
 pub struct UploadSettings {
-    /// Size of each part but the last, raised to [`MIN_PART_SIZE`] when smaller.
+    /// Size of the first parts, raised to [`MIN_PART_SIZE`] when smaller.
     pub part_size: usize,
+    /// Parts after which the part size doubles, up to [`MAX_PART_SIZE`].
+    pub double_every: u32,
     /// Parts uploaded concurrently; one more is being filled and one waits in between.
     pub parts_in_flight: usize,
     /// zstd level: 1 is the sweet spot, higher levels cost far more time than they save space.
@@ -59,6 +66,7 @@ impl Default for UploadSettings {
     fn default() -> Self {
         Self {
             part_size: 16 * 1024 * 1024,
+            double_every: 1000,
             parts_in_flight: 2,
             zstd_level: 1,
         }
@@ -73,6 +81,8 @@ pub struct UploadTarget {
     pub endpoint: String,
     pub bucket: String,
     pub key: String,
+    /// How long each request is sent again through an outage before the upload fails.
+    pub retry_for: Duration,
 }
 
 impl UploadTarget {
@@ -84,6 +94,7 @@ impl UploadTarget {
             endpoint: storage.endpoint.clone(),
             bucket: storage.bucket.clone(),
             key: key.into(),
+            retry_for: storage.retry_for,
         }
     }
 
@@ -158,15 +169,17 @@ where
     }
     // Not raced against cancellation: an upload created after we stopped waiting for it would
     // never be aborted.
-    let created = target
-        .client
-        .create_multipart_upload()
-        .bucket(&target.bucket)
-        .key(&target.key)
-        .content_type("application/zstd")
-        .send()
-        .await
-        .map_err(|e| target.storage_error("CreateMultipartUpload failed", describe(&e)))?;
+    let created = with_retries("CreateMultipartUpload", target.retry_for, || {
+        target
+            .client
+            .create_multipart_upload()
+            .bucket(&target.bucket)
+            .key(&target.key)
+            .content_type("application/zstd")
+            .send()
+    })
+    .await
+    .map_err(|e| target.storage_error("CreateMultipartUpload failed", describe(&e)))?;
     let Some(upload_id) = created.upload_id else {
         return Err(target.storage_error("CreateMultipartUpload failed", "no upload id in the answer"));
     };
@@ -200,7 +213,7 @@ async fn stream_parts<R>(
 where
     R: AsyncRead + Unpin + Send + 'static,
 {
-    let part_size = settings.part_size.max(MIN_PART_SIZE);
+    let (first_part, double_every) = (settings.part_size, settings.double_every);
     let (chunk_tx, chunk_rx) = mpsc::channel::<Chunk>(CHUNKS_QUEUED);
     // One full part may wait while the uploads in flight run.
     let (part_tx, part_rx) = mpsc::channel::<Bytes>(1);
@@ -208,7 +221,12 @@ where
     let header_frame = encode_header(header);
     let level = settings.zstd_level;
     let compressor = tokio::task::spawn_blocking(move || {
-        compress(chunk_rx, PartWriter::new(part_tx, part_size), &header_frame, level)
+        compress(
+            chunk_rx,
+            PartWriter::new(part_tx, first_part, double_every),
+            &header_frame,
+            level,
+        )
     });
 
     let (uncompressed_bytes, parts) = tokio::try_join!(
@@ -291,6 +309,9 @@ fn compress(
 struct PartWriter {
     tx: mpsc::Sender<Bytes>,
     buf: Vec<u8>,
+    first_part: usize,
+    double_every: u32,
+    /// Size of the part being filled.
     part_size: usize,
     parts_sent: u32,
     total: u64,
@@ -298,15 +319,33 @@ struct PartWriter {
 }
 
 impl PartWriter {
-    fn new(tx: mpsc::Sender<Bytes>, part_size: usize) -> Self {
+    fn new(tx: mpsc::Sender<Bytes>, first_part: usize, double_every: u32) -> Self {
+        // Unit tests cut parts smaller than S3's minimum; the schedule applies from there.
+        let part_size = if first_part < MIN_PART_SIZE {
+            first_part.max(1)
+        } else {
+            part_size(1, first_part, double_every)
+        };
         Self {
             tx,
             buf: Vec::with_capacity(part_size),
+            first_part,
+            double_every,
             part_size,
             parts_sent: 0,
             total: 0,
             hasher: Sha256::new(),
         }
+    }
+
+    /// Size of part `number`: the schedule's, or, below S3's minimum (tests), the same doubling
+    /// from the size given.
+    fn size_of(&self, number: u32) -> usize {
+        if self.first_part >= MIN_PART_SIZE {
+            return part_size(number, self.first_part, self.double_every);
+        }
+        let doublings = (number.saturating_sub(1) / self.double_every.max(1)).min(20);
+        self.first_part.max(1) << doublings
     }
 
     /// Sends what is buffered as the next part; the last part may be small, or even hold only
@@ -317,10 +356,14 @@ impl PartWriter {
         }
         if self.parts_sent >= MAX_PARTS {
             return Err(std::io::Error::other(format!(
-                "the archive exceeds {MAX_PARTS} parts of {} MiB; raise the part size",
-                self.part_size / (1024 * 1024)
+                "the archive exceeds the {} bytes {MAX_PARTS} parts hold from {} MiB doubling every {} parts; \
+                 raise the part size",
+                upload_capacity(self.first_part, self.double_every),
+                self.first_part / (1024 * 1024),
+                self.double_every
             )));
         }
+        self.part_size = self.size_of(self.parts_sent + 2);
         let part = std::mem::replace(&mut self.buf, Vec::with_capacity(self.part_size));
         self.tx
             .blocking_send(Bytes::from(part))
@@ -394,22 +437,25 @@ async fn upload_part(
     part: Bytes,
 ) -> Result<CompletedPart, UploadError> {
     let len = part.len();
-    let out = target
-        .client
-        .upload_part()
-        .bucket(&target.bucket)
-        .key(&target.key)
-        .upload_id(upload_id)
-        .part_number(number)
-        .content_length(i64::try_from(len).unwrap_or(i64::MAX))
-        .body(ByteStream::from(part))
-        .customize()
-        // Hashing every part for the signature (and again on the server to check it) costs two
-        // extra SHA-256 passes over the archive; the archive's own SHA-256 is recorded anyway.
-        .disable_payload_signing()
-        .send()
-        .await
-        .map_err(|e| target.storage_error(&format!("UploadPart {number} ({len} bytes) failed"), describe(&e)))?;
+    // The part stays in memory until it is stored, so a failed send is sent again as it was.
+    let out = with_retries("UploadPart", target.retry_for, || {
+        target
+            .client
+            .upload_part()
+            .bucket(&target.bucket)
+            .key(&target.key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .content_length(i64::try_from(len).unwrap_or(i64::MAX))
+            .body(ByteStream::from(part.clone()))
+            .customize()
+            // Hashing every part for the signature (and again on the server to check it) costs
+            // two extra SHA-256 passes over the archive; the archive's own SHA-256 is recorded.
+            .disable_payload_signing()
+            .send()
+    })
+    .await
+    .map_err(|e| target.storage_error(&format!("UploadPart {number} ({len} bytes) failed"), describe(&e)))?;
     Ok(CompletedPart::builder()
         .part_number(number)
         .set_e_tag(out.e_tag)
@@ -418,16 +464,19 @@ async fn upload_part(
 
 async fn complete(target: &UploadTarget, upload_id: &str, mut parts: Vec<CompletedPart>) -> Result<(), UploadError> {
     parts.sort_by_key(|p| p.part_number);
-    target
-        .client
-        .complete_multipart_upload()
-        .bucket(&target.bucket)
-        .key(&target.key)
-        .upload_id(upload_id)
-        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
-        .send()
-        .await
-        .map_err(|e| target.storage_error("CompleteMultipartUpload failed", describe(&e)))?;
+    let done = CompletedMultipartUpload::builder().set_parts(Some(parts)).build();
+    with_retries("CompleteMultipartUpload", target.retry_for, || {
+        target
+            .client
+            .complete_multipart_upload()
+            .bucket(&target.bucket)
+            .key(&target.key)
+            .upload_id(upload_id)
+            .multipart_upload(done.clone())
+            .send()
+    })
+    .await
+    .map_err(|e| target.storage_error("CompleteMultipartUpload failed", describe(&e)))?;
     Ok(())
 }
 
@@ -459,7 +508,7 @@ mod tests {
     #[test]
     fn part_writer_cuts_exact_parts_and_hashes_everything() {
         let (tx, mut rx) = mpsc::channel(16);
-        let mut w = PartWriter::new(tx, 10);
+        let mut w = PartWriter::new(tx, 10, u32::MAX);
         w.write_all(&[1u8; 7]).unwrap();
         w.write_all(&[2u8; 18]).unwrap();
         w.send_part().unwrap();
@@ -478,9 +527,23 @@ mod tests {
     }
 
     #[test]
+    fn parts_grow_as_the_schedule_says() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut w = PartWriter::new(tx, 4, 2);
+        w.write_all(&[7u8; 4 + 4 + 8 + 8 + 16 + 3]).unwrap();
+        w.send_part().unwrap();
+        drop(w);
+        let mut sizes = Vec::new();
+        while let Ok(p) = rx.try_recv() {
+            sizes.push(p.len());
+        }
+        assert_eq!(sizes, vec![4, 4, 8, 8, 16, 3]);
+    }
+
+    #[test]
     fn empty_output_still_makes_one_part() {
         let (tx, mut rx) = mpsc::channel(4);
-        let mut w = PartWriter::new(tx, 10);
+        let mut w = PartWriter::new(tx, 10, u32::MAX);
         w.send_part().unwrap();
         w.send_part().unwrap();
         drop(w);

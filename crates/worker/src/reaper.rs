@@ -2,8 +2,13 @@
 //! - Multipart uploads under Svalbard's prefix older than `stale_upload` are aborted.
 //! - Objects the catalog does not account for (no row, a row whose objects should be gone, an
 //!   archive of an attempt that lost) are deleted once older than `orphan_grace`.
-//! - Succeeded backups whose archive is missing become `incomplete`, with a message.
+//! - A succeeded backup whose archive does not answer is first only *suspected*; a later sweep
+//!   lists its folder before it becomes `missing`. A `missing` backup turns back to `succeeded`
+//!   when its archive is found again, and its objects are never deleted by the reaper.
 //!
+//! A doubt never becomes a deletion: pinned backups and each planet's newest succeeded backup
+//! are never touched, and a sweep that finds more than a small share of its batch missing (a
+//! worker pointed at the wrong bucket, a lagging replica) changes nothing and reports instead.
 //! Only keys of Svalbard's own layout are ever deleted; anything else under the prefix is
 //! reported and left alone. Listings are read a page at a time, so memory stays flat whatever
 //! the bucket holds.
@@ -23,6 +28,30 @@ pub struct Settings {
     pub stale_upload: Duration,
     pub orphan_grace: Duration,
     pub verify_batch: i64,
+    /// A sweep halts when more archives than this are missing from its batch...
+    pub halt_missing_min: u64,
+    /// ...and they are more than this share (in percent) of the archives checked.
+    pub halt_missing_percent: u64,
+}
+
+impl Settings {
+    /// The defaults of the configuration, with the given grace periods.
+    #[must_use]
+    pub fn with_grace(stale_upload: Duration, orphan_grace: Duration) -> Self {
+        Self {
+            stale_upload,
+            orphan_grace,
+            verify_batch: 500,
+            halt_missing_min: 2,
+            halt_missing_percent: 10,
+        }
+    }
+
+    /// Whether `missing` archives out of `checked` are too many to be believed.
+    #[must_use]
+    pub fn too_many_missing(&self, missing: u64, checked: u64) -> bool {
+        missing > self.halt_missing_min && missing * 100 > checked * self.halt_missing_percent
+    }
 }
 
 /// What a sweep did.
@@ -37,7 +66,17 @@ pub struct Report {
     /// Keys under the prefix that are not of Svalbard's layout; left alone.
     pub unknown_keys: u64,
     pub checked_archives: u64,
-    pub marked_incomplete: u64,
+    /// Archives that did not answer for the first time: recorded, nothing else changes.
+    pub suspected_missing: u64,
+    /// Suspected archives a listing of their folder did not show either: now `missing`.
+    pub marked_missing: u64,
+    /// Backups whose archive answered again: back to `succeeded` (or no longer suspected).
+    pub found_again: u64,
+    /// Objects left alone because they belong to a pinned backup, a planet's newest succeeded
+    /// backup, or a backup whose archive is missing.
+    pub protected: u64,
+    /// Set when too much of the batch was missing to be believed: the sweep changed nothing.
+    pub halted: Option<String>,
 }
 
 /// Where a key sits in the layout `tenants/{t}/projects/{p}/planets/{x}/{backups|uploads}/{id}/{file}`.
@@ -64,35 +103,65 @@ fn owner(root: &str, key: &str) -> Option<Owner> {
     }
 }
 
-/// Why an object is an orphan, or `None` when the catalog accounts for it (or may soon).
-fn orphan_reason(
-    key: &str,
-    owner: &Owner,
-    backups: &HashMap<Uuid, (String, Option<String>)>,
-    restores: &HashMap<Uuid, String>,
-) -> Option<String> {
+/// What the reaper needs to know of a backup that owns objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Known {
+    status: String,
+    archive: Option<String>,
+    /// Pinned, or its planet's newest succeeded backup: its objects are never deleted, whatever
+    /// its status says (only leftovers of attempts that lost, next to a recorded archive, go).
+    protected: bool,
+}
+
+/// What becomes of an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    /// The catalog accounts for it, or may soon.
+    Keep,
+    /// An orphan by the catalog's word, but of a backup no automatic deletion may touch.
+    Protected(String),
+    Orphan(String),
+}
+
+/// Whether an object is an orphan, and why.
+fn verdict(key: &str, owner: &Owner, backups: &Backups, restores: &Restores) -> Verdict {
     match owner {
         Owner::Backup(id) => match backups.get(id) {
-            None => Some(format!("no backup {id} in the catalog")),
-            Some((status, archive)) => match status.as_str() {
-                // In flight: the running attempt owns its folder. Deleting: its job clears it.
-                "scheduled" | "running" | "deleting" => None,
-                "succeeded" => {
-                    let keeps = archive.as_deref() == Some(key) || key.ends_with("/manifest.json");
-                    (!keeps).then(|| format!("not the archive of succeeded backup {id}"))
+            None => Verdict::Orphan(format!("no backup {id} in the catalog")),
+            Some(b) => {
+                let reason = match b.status.as_str() {
+                    // In flight: the running attempt owns its folder. Deleting: its job clears it.
+                    "scheduled" | "running" | "deleting" => return Verdict::Keep,
+                    // The catalog names this backup's archive; anything else in its folder is
+                    // what an attempt that lost left, not the backup.
+                    "succeeded" => {
+                        let keeps = b.archive.as_deref() == Some(key) || key.ends_with("/manifest.json");
+                        return if keeps {
+                            Verdict::Keep
+                        } else {
+                            Verdict::Orphan(format!("not the archive of succeeded backup {id}"))
+                        };
+                    }
+                    // Whatever is left of a lost archive's backup is kept for whoever looks into it.
+                    "missing" => return Verdict::Protected(format!("backup {id} has its archive missing")),
+                    other => format!("backup {id} is {other}"),
+                };
+                if b.protected {
+                    Verdict::Protected(format!("{reason}, but it is pinned or its planet's newest good backup"))
+                } else {
+                    Verdict::Orphan(reason)
                 }
-                other => Some(format!("backup {id} is {other}")),
-            },
+            }
         },
         Owner::Upload(id) => match restores.get(id).map(String::as_str) {
-            None => Some(format!("no restore {id} in the catalog")),
-            Some("scheduled" | "running") => None,
-            Some(other) => Some(format!("restore {id} is {other}")),
+            None => Verdict::Orphan(format!("no restore {id} in the catalog")),
+            Some("scheduled" | "running") => Verdict::Keep,
+            Some(other) => Verdict::Orphan(format!("restore {id} is {other}")),
         },
     }
 }
 
-type Backups = HashMap<Uuid, (String, Option<String>)>;
+type Backups = HashMap<Uuid, Known>;
 type Restores = HashMap<Uuid, String>;
 
 /// The catalog rows (status, and archive for backups) of the owners of a set of keys.
@@ -104,14 +173,27 @@ async fn catalog(pool: &PgPool, owners: impl Iterator<Item = &Owner>) -> anyhow:
             Owner::Upload(id) => restore_ids.push(*id),
         }
     }
-    let backups = sqlx::query_as::<_, (Uuid, String, Option<String>)>(
-        "SELECT id, status, object_key FROM backups WHERE id = ANY($1)",
+    let backups = sqlx::query_as::<_, (Uuid, String, Option<String>, bool)>(
+        "SELECT b.id, b.status, b.object_key,
+                b.pinned OR b.id = (SELECT n.id FROM backups n
+                                    WHERE n.planet_id = b.planet_id AND n.status = 'succeeded'
+                                    ORDER BY n.completed_at DESC NULLS LAST, n.id DESC LIMIT 1)
+         FROM backups b WHERE b.id = ANY($1)",
     )
     .bind(&backup_ids)
     .fetch_all(pool)
     .await?
     .into_iter()
-    .map(|(id, s, k)| (id, (s, k)))
+    .map(|(id, status, archive, protected)| {
+        (
+            id,
+            Known {
+                status,
+                archive,
+                protected,
+            },
+        )
+    })
     .collect();
     let restores = sqlx::query_as("SELECT id, status FROM restores WHERE id = ANY($1)")
         .bind(&restore_ids)
@@ -125,6 +207,17 @@ async fn catalog(pool: &PgPool, owners: impl Iterator<Item = &Owner>) -> anyhow:
 /// One pass over the bucket and the catalog.
 pub async fn sweep(pool: &PgPool, storage: &Storage, settings: Settings, now: DateTime<Utc>) -> anyhow::Result<Report> {
     let mut report = Report::default();
+    // Archives first: a sweep that finds too many missing believes nothing else the bucket says
+    // either, and deletes nothing.
+    verify_archives(pool, storage, settings, now, &mut report).await?;
+    if let Some(why) = &report.halted {
+        tracing::error!(
+            bucket = %storage.bucket, endpoint = %storage.endpoint, %why, ?report,
+            "reaper sweep halted: nothing was changed or deleted; check the storage settings of this worker"
+        );
+        metrics::counter!("svalbard_reaper_actions_total", "action" => "halted").increment(1);
+        return Ok(report);
+    }
     let root = storage.tenants_root();
     // An upload whose start time the store does not tell counts as new.
     let age = |t: Option<DateTime<Utc>>| t.map_or(Duration::ZERO, |t| (now - t).to_std().unwrap_or(Duration::ZERO));
@@ -135,7 +228,9 @@ pub async fn sweep(pool: &PgPool, storage: &Storage, settings: Settings, now: Da
     let (backups, restores) = catalog(pool, owners.iter().flatten()).await?;
     for (u, owner) in uploads.iter().zip(&owners) {
         let in_flight = match owner {
-            Some(Owner::Backup(id)) => backups.get(id).is_some_and(|(s, _)| s == "scheduled" || s == "running"),
+            Some(Owner::Backup(id)) => backups
+                .get(id)
+                .is_some_and(|b| b.status == "scheduled" || b.status == "running"),
             Some(Owner::Upload(id)) => restores.get(id).is_some_and(|s| s == "scheduled" || s == "running"),
             None => false,
         };
@@ -157,43 +252,134 @@ pub async fn sweep(pool: &PgPool, storage: &Storage, settings: Settings, now: Da
             None => break,
         }
     }
+    tracing::info!(?report, "reaper sweep done");
+    Ok(report)
+}
 
-    // 3. Archives the catalog promises but the bucket lost.
-    let due: Vec<(Uuid, String)> = sqlx::query_as(
-        "SELECT id, object_key FROM backups WHERE status = 'succeeded' AND object_key IS NOT NULL
+/// A backup due for the presence check of its archive.
+#[derive(sqlx::FromRow)]
+struct Due {
+    id: Uuid,
+    status: String,
+    object_key: String,
+    storage_prefix: String,
+    missing_since: Option<DateTime<Utc>>,
+}
+
+/// Checks the least recently checked archives of succeeded (and missing) backups. Nothing is
+/// written until the whole batch has been looked at, so a halted sweep leaves no trace.
+async fn verify_archives(
+    pool: &PgPool,
+    storage: &Storage,
+    settings: Settings,
+    now: DateTime<Utc>,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let due: Vec<Due> = sqlx::query_as(
+        "SELECT id, status, object_key, storage_prefix, missing_since FROM backups
+         WHERE status IN ('succeeded', 'missing') AND object_key IS NOT NULL
          ORDER BY checked_at NULLS FIRST, id LIMIT $1",
     )
     .bind(settings.verify_batch)
     .fetch_all(pool)
     .await?;
-    for (id, key) in due {
+    let mut present = Vec::new();
+    let mut absent = Vec::new();
+    for b in due {
         report.checked_archives += 1;
-        if storage.exists(&key).await? {
-            sqlx::query("UPDATE backups SET checked_at = $2 WHERE id = $1")
-                .bind(id)
+        if storage.exists(&b.object_key).await? {
+            present.push(b);
+        } else {
+            absent.push(b);
+        }
+    }
+    // Only newly absent archives count: backups already known to be missing would otherwise
+    // halt every later sweep.
+    let newly = absent.iter().filter(|b| b.status == "succeeded").count() as u64;
+    if settings.too_many_missing(newly, report.checked_archives) {
+        report.halted = Some(format!(
+            "{newly} of the {} archives checked are missing from bucket {} (more than {} and more than {} %); \
+             a wrong bucket, prefix or endpoint, or a store still catching up, looks the same as lost archives",
+            report.checked_archives, storage.bucket, settings.halt_missing_min, settings.halt_missing_percent
+        ));
+        return Ok(());
+    }
+
+    for b in present {
+        let back = sqlx::query(
+            "UPDATE backups SET checked_at = $2, missing_since = NULL,
+                    status = CASE WHEN status = 'missing' THEN 'succeeded' ELSE status END,
+                    error_message = CASE WHEN status = 'missing' THEN NULL ELSE error_message END
+             WHERE id = $1 AND status IN ('succeeded', 'missing')",
+        )
+        .bind(b.id)
+        .bind(now)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        if back == 1 && (b.status == "missing" || b.missing_since.is_some()) {
+            tracing::warn!(backup_id = %b.id, key = %b.object_key, was = %b.status, "archive found again; backup succeeded");
+            metrics::counter!("svalbard_reaper_actions_total", "action" => "found_again").increment(1);
+            report.found_again += 1;
+        }
+    }
+    for b in absent {
+        if b.status == "missing" {
+            sqlx::query("UPDATE backups SET checked_at = $2 WHERE id = $1 AND status = 'missing'")
+                .bind(b.id)
                 .bind(now)
                 .execute(pool)
                 .await?;
             continue;
         }
+        if b.missing_since.is_none() {
+            sqlx::query(
+                "UPDATE backups SET checked_at = $2, missing_since = $2 WHERE id = $1 AND status = 'succeeded'",
+            )
+            .bind(b.id)
+            .bind(now)
+            .execute(pool)
+            .await?;
+            tracing::warn!(backup_id = %b.id, key = %b.object_key, "archive did not answer; suspected missing, confirmed or cleared at the next sweep");
+            metrics::counter!("svalbard_reaper_actions_total", "action" => "suspect_missing").increment(1);
+            report.suspected_missing += 1;
+            continue;
+        }
+        // Suspected on an earlier sweep: a listing of the folder, which a HEAD of a lagging
+        // replica may not agree with, has the last word.
+        let listed = storage.list_keys(&b.storage_prefix).await?;
+        if listed.contains(&b.object_key) {
+            sqlx::query(
+                "UPDATE backups SET checked_at = $2, missing_since = NULL WHERE id = $1 AND status = 'succeeded'",
+            )
+            .bind(b.id)
+            .bind(now)
+            .execute(pool)
+            .await?;
+            tracing::warn!(backup_id = %b.id, key = %b.object_key, "archive listed though it did not answer; no longer suspected");
+            report.found_again += 1;
+            continue;
+        }
         let marked = sqlx::query(
-            "UPDATE backups SET status = 'incomplete', checked_at = $2,
-                    error_message = 'the archive ' || object_key || ' is missing from object storage (found by the reaper on ' || to_char($2 AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') || ' UTC); this backup cannot be restored'
+            "UPDATE backups SET status = 'missing', checked_at = $2,
+                    error_message = 'the archive ' || object_key || ' is missing from object storage (not found since '
+                        || to_char(missing_since AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') || ' UTC, confirmed by a listing on '
+                        || to_char($2 AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') || ' UTC); this backup cannot be restored '
+                        || 'unless the object is put back, and then it is ready again'
              WHERE id = $1 AND status = 'succeeded'",
         )
-        .bind(id)
+        .bind(b.id)
         .bind(now)
         .execute(pool)
         .await?
         .rows_affected();
         if marked == 1 {
-            tracing::warn!(backup_id = %id, %key, "archive missing from object storage; backup marked incomplete");
-            metrics::counter!("svalbard_reaper_actions_total", "action" => "mark_incomplete").increment(1);
-            report.marked_incomplete += 1;
+            tracing::error!(backup_id = %b.id, key = %b.object_key, "archive missing from object storage, confirmed by a listing; backup marked missing");
+            metrics::counter!("svalbard_reaper_actions_total", "action" => "mark_missing").increment(1);
+            report.marked_missing += 1;
         }
     }
-    tracing::info!(?report, "reaper sweep done");
-    Ok(report)
+    Ok(())
 }
 
 async fn reap_page(
@@ -213,8 +399,14 @@ async fn reap_page(
             report.unknown_keys += 1;
             continue;
         };
-        let Some(reason) = orphan_reason(&object.key, &owner, &backups, &restores) else {
-            continue;
+        let reason = match verdict(&object.key, &owner, &backups, &restores) {
+            Verdict::Keep => continue,
+            Verdict::Protected(reason) => {
+                tracing::debug!(key = %object.key, %reason, "object kept");
+                report.protected += 1;
+                continue;
+            }
+            Verdict::Orphan(reason) => reason,
         };
         let age = object
             .last_modified
@@ -259,20 +451,59 @@ mod tests {
         );
 
         let archive = key("backups", "archive-2.svb.zst");
-        let backups = HashMap::from([(b, ("succeeded".to_owned(), Some(archive.clone())))]);
+        let known = |status: &str, archive: Option<&str>, protected: bool| Known {
+            status: status.into(),
+            archive: archive.map(str::to_owned),
+            protected,
+        };
+        let backups = HashMap::from([(b, known("succeeded", Some(&archive), false))]);
         let none = HashMap::new();
         let o = Owner::Backup(b);
-        assert_eq!(orphan_reason(&archive, &o, &backups, &none), None);
+        assert_eq!(verdict(&archive, &o, &backups, &none), Verdict::Keep);
         assert_eq!(
-            orphan_reason(&key("backups", "manifest.json"), &o, &backups, &none),
-            None
+            verdict(&key("backups", "manifest.json"), &o, &backups, &none),
+            Verdict::Keep
         );
-        assert!(orphan_reason(&key("backups", "archive-1.svb.zst"), &o, &backups, &none).is_some());
-        assert!(orphan_reason(&archive, &o, &HashMap::new(), &none).is_some());
-        let running = HashMap::from([(b, ("running".to_owned(), None))]);
+        assert!(matches!(
+            verdict(&key("backups", "archive-1.svb.zst"), &o, &backups, &none),
+            Verdict::Orphan(_)
+        ));
+        assert!(matches!(
+            verdict(&archive, &o, &HashMap::new(), &none),
+            Verdict::Orphan(_)
+        ));
+        let running = HashMap::from([(b, known("running", None, false))]);
         assert_eq!(
-            orphan_reason(&key("backups", "archive-1.svb.zst"), &o, &running, &none),
-            None
+            verdict(&key("backups", "archive-1.svb.zst"), &o, &running, &none),
+            Verdict::Keep
         );
+        // What is left of a backup whose archive is missing, or of a pinned failed one, stays.
+        for kept in [known("missing", Some(&archive), false), known("failed", None, true)] {
+            let backups = HashMap::from([(b, kept)]);
+            assert!(matches!(
+                verdict(&key("backups", "manifest.json"), &o, &backups, &none),
+                Verdict::Protected(_)
+            ));
+        }
+        assert!(matches!(
+            verdict(
+                &key("backups", "manifest.json"),
+                &o,
+                &HashMap::from([(b, known("failed", None, false))]),
+                &none
+            ),
+            Verdict::Orphan(_)
+        ));
+    }
+
+    #[test]
+    fn a_sweep_halts_only_past_both_thresholds() {
+        let s = Settings::with_grace(Duration::ZERO, Duration::ZERO);
+        assert!(!s.too_many_missing(2, 2), "two missing never halt");
+        assert!(!s.too_many_missing(3, 500), "3 of 500 is a small share");
+        assert!(s.too_many_missing(3, 3));
+        assert!(s.too_many_missing(51, 500));
+        assert!(!s.too_many_missing(50, 500), "exactly 10 % does not halt");
+        assert!(!s.too_many_missing(0, 0));
     }
 }

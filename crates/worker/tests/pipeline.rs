@@ -50,6 +50,7 @@ fn storage() -> Storage {
         force_path_style: true,
         presign_ttl_secs: 600,
         prefix: String::new(),
+        retry_secs: 300,
     })
 }
 
@@ -242,6 +243,7 @@ async fn postgres_dump_round_trips_through_s3_and_standard_tools() {
     let progress = Arc::new(AtomicU64::new(0));
     let settings = UploadSettings {
         part_size: 5 * MIB,
+        double_every: 1000,
         parts_in_flight: 2,
         zstd_level: 1,
     };
@@ -372,6 +374,7 @@ async fn cancellation_mid_stream_aborts_the_multipart_upload() {
         async move {
             let settings = UploadSettings {
                 part_size: 5 * MIB,
+                double_every: 1000,
                 parts_in_flight: 2,
                 zstd_level: 1,
             };
@@ -427,6 +430,7 @@ async fn source_failure_aborts_the_multipart_upload() {
     };
     let settings = UploadSettings {
         part_size: 5 * MIB,
+        double_every: 1000,
         parts_in_flight: 2,
         zstd_level: 1,
     };
@@ -531,6 +535,8 @@ async fn unreachable_storage_is_a_transient_error_naming_the_endpoint() {
         force_path_style: true,
         presign_ttl_secs: 600,
         prefix: String::new(),
+        // A few sends, so the test shows the error without waiting out a real outage.
+        retry_secs: 2,
     });
     let err = upload_stream(
         tokio::io::empty(),
@@ -616,4 +622,63 @@ async fn memory_stays_bounded_whatever_the_input_size() {
         .send()
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn parts_grow_as_the_upload_proceeds_and_the_archive_round_trips() {
+    use tokio::io::AsyncReadExt as _;
+    let storage = storage();
+    const INPUT: u64 = 48 * MIB as u64;
+    let key = format!("{}archive.svb.zst", unique_prefix("growing"));
+    // From S3's smallest part, doubling every two parts: 5, 5, 10, 10, 20 MiB hold 50 MiB,
+    // where fixed parts would take ten.
+    let settings = UploadSettings {
+        part_size: 5 * MIB,
+        double_every: 2,
+        parts_in_flight: 2,
+        zstd_level: 1,
+    };
+    let outcome = upload_stream(
+        Noise(0x9E37_79B9_7F4A_7C15).take(INPUT),
+        &header("15", "15"),
+        &UploadTarget::new(&storage, key.clone()),
+        &settings,
+        &CancellationToken::new(),
+        Arc::new(AtomicU64::new(0)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.uncompressed_bytes, INPUT);
+    assert_eq!(outcome.parts, 5, "{outcome:?}");
+
+    // Each stored part, as the store reports it.
+    let mut sizes = Vec::new();
+    for n in 1..=5 {
+        let head = storage
+            .client
+            .head_object()
+            .bucket(&storage.bucket)
+            .key(&key)
+            .part_number(n)
+            .send()
+            .await
+            .unwrap();
+        sizes.push(head.content_length().unwrap());
+    }
+    let m = i64::try_from(MIB).unwrap();
+    assert_eq!(sizes[..4], [5 * m, 5 * m, 10 * m, 10 * m], "{sizes:?}");
+    assert_eq!(sizes.iter().sum::<i64>(), i64::try_from(outcome.size_bytes).unwrap());
+
+    let archive = svalbard_testkit::object(&storage, &key).await;
+    assert_eq!(sha256_hex(&archive), outcome.sha256_hex);
+    let (_, header_len) = read_header(&archive).unwrap().expect("no Svalbard header");
+    let restored = zstd::decode_all(&archive[header_len..]).unwrap();
+    let mut expected = Vec::new();
+    Noise(0x9E37_79B9_7F4A_7C15)
+        .take(INPUT)
+        .read_to_end(&mut expected)
+        .await
+        .unwrap();
+    assert!(restored == expected, "the archive does not give back the input");
+    storage.delete(&key).await.unwrap();
 }

@@ -544,3 +544,65 @@ async fn retention_never_erodes_the_last_good_copies_and_respects_pins() {
         .await
         .problem(409);
 }
+
+#[tokio::test]
+async fn a_restore_in_progress_refuses_backups_of_its_planet_and_deletes_of_its_source() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("acme").await;
+    let planet = Planet::new(&app, &t, "orders").await;
+    let admin = app.token(&t, Role::Admin);
+    let backup = app.post(&planet.path("/backups"), &admin, json!({})).await;
+    assert_eq!(backup.status, 201, "{}", backup.text);
+    let backup = backup.json()["id"].as_str().unwrap().to_owned();
+    let backup_path = format!(
+        "/api/v1/tenants/{}/projects/{}/backups/{backup}",
+        planet.tenant, planet.project
+    );
+    // While the backup is pending, a restore into its planet is refused (the rule's other side).
+    let p = app
+        .post(&format!("{backup_path}/restores"), &admin, json!({}))
+        .await
+        .problem(409);
+    assert!(p["detail"].as_str().unwrap().contains(&backup), "{p}");
+    succeed(&app.pool, backup.parse().unwrap(), Utc::now(), 10).await;
+
+    // No worker runs: the restore stays scheduled.
+    let restore = app.post(&format!("{backup_path}/restores"), &admin, json!({})).await;
+    assert_eq!(restore.status, 202, "{}", restore.text);
+    let restore = restore.json()["id"].as_str().unwrap().to_owned();
+
+    let p = app.post(&planet.path("/backups"), &admin, json!({})).await.problem(409);
+    let detail = p["detail"].as_str().unwrap();
+    assert!(detail.contains(&restore) && detail.contains("half-restored"), "{p}");
+    let p = app.delete(&backup_path, &admin).await.problem(409);
+    let detail = p["detail"].as_str().unwrap();
+    assert!(detail.contains(&restore) && detail.contains("reads this backup"), "{p}");
+    assert_eq!(app.get(&backup_path, &admin).await.json()["status"], "succeeded");
+
+    // The scheduler skips the run and says why.
+    planet
+        .schedule(
+            &app.pool,
+            "0 * * * *",
+            "UTC",
+            RetentionPolicy::default(),
+            at("2026-05-01T00:00:00Z"),
+        )
+        .await;
+    let runs = schedules::run_due(&app.pool, at("2026-05-01T01:00:00Z"), &settings(Limits::default()))
+        .await
+        .unwrap();
+    assert_eq!(runs[0].backup, None);
+    assert!(runs[0].outcome.starts_with("skipped: restore "), "{}", runs[0].outcome);
+    let s = app.get(&planet.path("/schedule"), &app.platform()).await.json();
+    assert_eq!(s["skippedRuns"], 1);
+
+    // Once the restore has ended, both are accepted again.
+    sqlx::query("UPDATE restores SET status = 'succeeded', completed_at = now() WHERE id = $1::uuid")
+        .bind(&restore)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(app.delete(&backup_path, &admin).await.status, 202);
+    assert_eq!(app.post(&planet.path("/backups"), &admin, json!({})).await.status, 201);
+}

@@ -49,10 +49,15 @@ impl Env {
 
     /// `svalbard work` as a separate process with this test's configuration.
     pub fn worker_process(&self) -> tokio::process::Child {
+        self.command("work", svalbard_testkit::SEAL_KEYS).spawn().unwrap()
+    }
+
+    /// `svalbard <sub>` with this test's configuration and the key ring `keys`.
+    pub fn command(&self, sub: &str, keys: &str) -> tokio::process::Command {
         let c = &self.app.config;
         let w = &c.worker;
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_svalbard"));
-        cmd.arg("work").env_clear();
+        cmd.arg(sub).env_clear();
         for keep in ["PATH", "HOME", "TMPDIR"] {
             if let Some(v) = std::env::var_os(keep) {
                 cmd.env(keep, v);
@@ -61,7 +66,7 @@ impl Env {
         use secrecy::ExposeSecret as _;
         cmd.env("DATABASE_URL", c.database_url.as_ref().unwrap().expose_secret())
             .env("SVALBARD_AUTH__HS256_SECRET", svalbard_testkit::HS256_SECRET)
-            .env("SVALBARD_CRYPTO__KEYS", svalbard_testkit::SEAL_KEYS)
+            .env("SVALBARD_CRYPTO__KEYS", keys)
             .env("S3_ENDPOINT", c.s3.endpoint.as_deref().unwrap())
             .env("S3_BUCKET", &c.s3.bucket)
             .env("S3_REGION", &c.s3.region)
@@ -79,9 +84,10 @@ impl Env {
             .env("SVALBARD_WORKER__PART_SIZE_MIB", w.part_size_mib.to_string())
             .env("SVALBARD_WORKER__PARTS_IN_FLIGHT", "1")
             .env("SVALBARD_WORKER__LISTEN", "127.0.0.1:0")
+            .env("SVALBARD_HTTP__LISTEN", "127.0.0.1:0")
             .env("RUST_LOG", "warn")
             .kill_on_drop(true);
-        cmd.spawn().unwrap()
+        cmd
     }
 
     pub fn planets(&self) -> String {

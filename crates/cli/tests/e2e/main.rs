@@ -3,7 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod backups;
+mod garage;
 mod harness;
+mod keys;
 mod mysql;
 mod restores;
 mod retention;

@@ -227,12 +227,25 @@ async fn killing_the_worker_process_mid_deletion_leaves_the_deletion_to_finish_l
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_reaper_sweeps_orphans_and_stale_uploads_and_flags_lost_archives() {
+async fn the_reaper_sweeps_orphans_and_stale_uploads_and_confirms_lost_archives_before_saying_so() {
     let env = Env::new().await;
     let planet = env.orders_planet("reaper").await;
     let [lost, kept]: [Value; 2] = env.backups_of(&planet, 2).await.try_into().unwrap();
     let s = &env.storage;
     let (t, p, x, _) = ids(&kept);
+    let lost_id = lost["id"].as_str().unwrap();
+    // The backup that loses its archive is pinned: whatever happens, its row and what is left
+    // of its objects stay.
+    let r = env
+        .app
+        .send(
+            Method::PATCH,
+            &env.backup_path(lost_id),
+            Some(&env.token),
+            Some(json!({ "pinned": true })),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
 
     // Planted: an archive of a backup the catalog never heard of, an upload of a restore that
     // does not exist, the archive of an attempt that lost, a stale multipart upload, and a file
@@ -272,53 +285,141 @@ async fn the_reaper_sweeps_orphans_and_stale_uploads_and_flags_lost_archives() {
         .into_iter()
         .find(|k| k.contains("archive-"))
         .unwrap();
+    let lost_bytes = svalbard_testkit::object(s, &lost_archive).await;
     s.delete(&lost_archive).await.unwrap();
 
-    // Within the grace period nothing is deleted.
-    let patient = Settings {
-        stale_upload: Duration::from_secs(3600),
-        orphan_grace: Duration::from_secs(3600),
-        verify_batch: 100,
-    };
+    // Within the grace period nothing is deleted, and one sweep that misses an archive only
+    // suspects it.
+    let patient = Settings::with_grace(Duration::from_secs(3600), Duration::from_secs(3600));
     let r = reaper::sweep(&env.app.pool, s, patient, Utc::now()).await.unwrap();
     assert_eq!((r.aborted_uploads, r.deleted_orphans), (0, 0), "{r:?}");
     assert_eq!(r.young_orphans, 3, "{r:?}");
     assert_eq!(r.unknown_keys, 1, "{r:?}");
-    assert_eq!((r.checked_archives, r.marked_incomplete), (2, 1), "{r:?}");
-    let flagged = env.backup(lost["id"].as_str().unwrap()).await;
-    assert_eq!(flagged["status"], "incomplete");
+    assert_eq!(
+        (
+            r.checked_archives,
+            r.suspected_missing,
+            r.marked_missing,
+            r.halted.as_deref()
+        ),
+        (2, 1, 0, None),
+        "{r:?}"
+    );
+    let suspected = env.backup(lost_id).await;
+    assert_eq!(suspected["status"], "succeeded", "{suspected}");
+
+    // Past the grace period: the orphans and the upload go. The next sweep lists the lost
+    // backup's folder, does not find the archive there either, and only then says it is missing;
+    // its manifest stays.
+    let eager = Settings::with_grace(Duration::ZERO, Duration::ZERO);
+    let r = reaper::sweep(&env.app.pool, s, eager, Utc::now()).await.unwrap();
+    assert_eq!(r.aborted_uploads, 1, "{r:?}");
+    assert_eq!(r.deleted_orphans, 3, "{r:?}");
+    assert_eq!((r.suspected_missing, r.marked_missing, r.protected), (0, 1, 1), "{r:?}");
+    let flagged = env.backup(lost_id).await;
+    assert_eq!(flagged["status"], "missing", "{flagged}");
+    assert_eq!(flagged["pinned"], true, "{flagged}");
     let msg = flagged["errorMessage"].as_str().unwrap();
     assert!(
         msg.contains("missing from object storage") && msg.contains(&lost_archive),
         "{msg}"
     );
-
-    // Past the grace period: the orphans, the lost backup's manifest and the upload go.
-    let eager = Settings {
-        stale_upload: Duration::ZERO,
-        orphan_grace: Duration::ZERO,
-        verify_batch: 100,
-    };
-    let r = reaper::sweep(&env.app.pool, s, eager, Utc::now()).await.unwrap();
-    assert_eq!(r.aborted_uploads, 1, "{r:?}");
-    assert_eq!(r.deleted_orphans, 4, "{r:?}");
-    assert_eq!(r.marked_incomplete, 0, "{r:?}");
     let uploads = s.list_uploads(&s.tenants_root()).await.unwrap();
     assert_eq!(uploads.len(), 1, "{uploads:?}");
     assert_eq!(uploads[0].key, in_flight_key);
     let mut left = s.list_keys(&s.tenants_root()).await.unwrap();
     left.sort();
     let mut expected = env.keys_of(&kept).await;
+    expected.extend(env.keys_of(&lost).await);
     expected.push(foreign.clone());
     expected.sort();
-    assert_eq!(left, expected, "only the kept backup and the foreign file remain");
+    assert_eq!(
+        left, expected,
+        "the kept backup, the lost one's manifest and the foreign file remain"
+    );
     assert_eq!(env.keys_of(&kept).await.len(), 2);
+    assert_eq!(
+        env.keys_of(&lost).await,
+        vec![format!("{}manifest.json", env.prefix_of(&lost).await)]
+    );
     assert_eq!(env.backup(kept["id"].as_str().unwrap()).await["status"], "succeeded");
-    // A second pass finds nothing more to do.
+    // A second pass finds nothing more to do, and deletes nothing of the missing backup.
     let r = reaper::sweep(&env.app.pool, s, eager, Utc::now()).await.unwrap();
     assert_eq!(
-        (r.aborted_uploads, r.deleted_orphans, r.marked_incomplete),
-        (0, 0, 0),
+        (r.aborted_uploads, r.deleted_orphans, r.marked_missing, r.found_again),
+        (0, 0, 0, 0),
+        "{r:?}"
+    );
+    assert_eq!(env.keys_of(&lost).await.len(), 1);
+
+    // The archive is put back (restored from elsewhere): the backup is ready again.
+    s.put(&lost_archive, lost_bytes, "application/zstd").await.unwrap();
+    let r = reaper::sweep(&env.app.pool, s, eager, Utc::now()).await.unwrap();
+    assert_eq!(r.found_again, 1, "{r:?}");
+    let back = env.backup(lost_id).await;
+    assert_eq!(back["status"], "succeeded", "{back}");
+    assert!(back["errorMessage"].is_null(), "{back}");
+    assert_eq!(
+        env.download(lost_id).await.len(),
+        lost["sizeBytes"].as_u64().unwrap() as usize
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reaper_pointed_at_the_wrong_bucket_halts_and_changes_nothing() {
+    let env = Env::new().await;
+    let planet = env.orders_planet("wrongbucket").await;
+    let taken = env.backups_of(&planet, 3).await;
+    let s = &env.storage;
+    let (t, p, x, _) = ids(&taken[0]);
+    let stray = format!("{}archive-1.svb.zst", s.backup_prefix(t, p, x, BackupId::new()));
+    s.put(&stray, b"leftover".to_vec(), "application/octet-stream")
+        .await
+        .unwrap();
+    let catalog = || async {
+        sqlx::query_as::<_, (String, Option<chrono::DateTime<Utc>>, Option<chrono::DateTime<Utc>>)>(
+            "SELECT status, checked_at, missing_since FROM backups ORDER BY id",
+        )
+        .fetch_all(&env.app.pool)
+        .await
+        .unwrap()
+    };
+    let before = catalog().await;
+    let keys_before = s.list_keys(&s.tenants_root()).await.unwrap();
+
+    // An empty bucket on another server, as a worker with the wrong settings would see, twice.
+    let garage = crate::garage::Garage::start().await;
+    let mut wrong = env.app.config.s3.clone();
+    garage.configure(&mut wrong);
+    let wrong = svalbard_core::storage::Storage::new(&wrong);
+    let eager = Settings::with_grace(Duration::ZERO, Duration::ZERO);
+    for _ in 0..2 {
+        let r = reaper::sweep(&env.app.pool, &wrong, eager, Utc::now()).await.unwrap();
+        assert_eq!(r.checked_archives, 3, "{r:?}");
+        let why = r
+            .halted
+            .as_deref()
+            .unwrap_or_else(|| panic!("the sweep did not halt: {r:?}"));
+        assert!(why.contains("3 of the 3 archives"), "{why}");
+        assert_eq!(
+            (
+                r.suspected_missing,
+                r.marked_missing,
+                r.deleted_orphans,
+                r.aborted_uploads
+            ),
+            (0, 0, 0, 0),
+            "{r:?}"
+        );
+    }
+    assert_eq!(before, catalog().await, "a halted sweep changed the catalog");
+    assert_eq!(s.list_keys(&s.tenants_root()).await.unwrap(), keys_before);
+
+    // The right bucket: all is well, and the stray object goes.
+    let r = reaper::sweep(&env.app.pool, s, eager, Utc::now()).await.unwrap();
+    assert_eq!(
+        (r.halted.as_deref(), r.suspected_missing, r.deleted_orphans),
+        (None, 0, 1),
         "{r:?}"
     );
 }

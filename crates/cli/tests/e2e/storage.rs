@@ -1,4 +1,6 @@
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use sha2::Digest as _;
 
 use serde_json::json;
 use svalbard_testkit::app::TestApp;
@@ -11,7 +13,8 @@ async fn unreachable_storage_is_retried_then_reported_with_its_endpoint() {
     svalbard_testkit::require_s3();
     let mut overrides = fast_worker();
     overrides["worker"]["max_attempts"] = json!(2);
-    overrides["s3"] = json!({ "endpoint": "http://127.0.0.1:1" });
+    // Each request is sent again for two seconds only: the attempts, not the wait, are tested.
+    overrides["s3"] = json!({ "endpoint": "http://127.0.0.1:1", "retry_secs": 2 });
     let app = TestApp::spawn_with(overrides).await;
     let tenant = app.tenant("dark").await;
     let project = app.project(&tenant, "p").await;
@@ -111,4 +114,87 @@ async fn worker_readiness_reports_storage_and_database() {
         .await
         .unwrap();
     assert_eq!(metrics.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_outage_mid_backup_is_waited_out_in_one_attempt() {
+    use crate::harness::Env;
+    use svalbard_core::auth::Role;
+
+    let mut garage = crate::garage::Garage::start().await;
+    let mut overrides = fast_worker();
+    // Each request keeps being sent for up to three minutes.
+    crate::garage::merge(&mut overrides, garage.overrides());
+    overrides["s3"]["retry_secs"] = json!(180);
+    overrides["maintenance"]["enabled"] = json!(false);
+    let app = TestApp::spawn_with(overrides).await;
+    let tenant = app.tenant("outage").await;
+    let project = app.project(&tenant, "shop").await;
+    let token = app.token(&tenant, Role::Admin);
+    let storage = svalbard_testkit::storage(&app.config);
+    let env = Env {
+        app,
+        tenant,
+        project,
+        token,
+        storage,
+    };
+    // Hex text compresses about 2:1: some 60 MiB of archive, a dozen parts.
+    let src = source::create(
+        "outage",
+        "CREATE TABLE blobs (id bigint PRIMARY KEY, body text NOT NULL);
+         INSERT INTO blobs SELECT g, md5(g::text) || md5((g * 3)::text) || md5((g * 7)::text) || md5((g * 11)::text)
+                                     || md5((g * 13)::text) || md5((g * 17)::text) || md5((g * 19)::text) || md5((g * 23)::text)
+         FROM generate_series(1, 500000) g;",
+    )
+    .await
+    .unwrap();
+    let planet = env.planet("big", &src, "postgres", None).await;
+    let (stop, worker) = env.worker();
+    let created = env.start_backup(&planet).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    // As soon as the archive's multipart upload exists, the store goes away for a minute.
+    let started = Instant::now();
+    loop {
+        let (_, uploads) = env.leftovers(&created).await;
+        if !uploads.is_empty() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the upload never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    garage.halt();
+    let during = env.backup(&id).await;
+    assert_eq!(
+        during["status"], "running",
+        "the backup ended before the outage: {during}"
+    );
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let waiting = env.backup(&id).await;
+    assert_eq!(waiting["status"], "running", "{waiting}");
+    garage.resume().await;
+
+    let b = env.wait_status(&id, "succeeded", Duration::from_secs(240)).await;
+    stop.cancel();
+    worker.await.unwrap();
+    let attempts = env.attempts(&id).await;
+    assert_eq!(
+        attempts,
+        vec![("backup".to_owned(), 1, "succeeded".to_owned())],
+        "the database was dumped again"
+    );
+    // The archive is whole: it hashes to what was recorded and holds the dump.
+    let archive = env.download(&id).await;
+    assert_eq!(
+        format!("sha256:{}", hex::encode(sha2::Sha256::digest(&archive))),
+        b["checksum"].as_str().unwrap()
+    );
+    let (_, header_len) = svalbard_core::archive::read_header(&archive).unwrap().unwrap();
+    let dump = zstd::decode_all(&archive[header_len..]).unwrap();
+    assert_eq!(&dump[..5], b"PGDMP");
+    let (_, uploads) = env.leftovers(&b).await;
+    assert!(uploads.is_empty(), "{uploads:?}");
+    source::drop(&src).await.unwrap();
 }

@@ -195,6 +195,20 @@ pub async fn create_in(
     {
         return Err(busy_conflict(busy, &status));
     }
+    // A dump taken while a restore loads the planet would capture a half-restored database and
+    // then count as its newest good backup.
+    if let Some((restore, status)) = sqlx::query_as::<_, (uuid::Uuid, String)>(
+        "SELECT id, status FROM restores WHERE planet_id = $1 AND status IN ('scheduled', 'running') LIMIT 1",
+    )
+    .bind(planet)
+    .fetch_optional(&mut *conn)
+    .await?
+    {
+        return Err(Error::Conflict(format!(
+            "restore {restore} into this planet is {status}; a backup taken now would capture a \
+             half-restored database; wait for the restore to finish"
+        )));
+    }
     limits::check(conn, tenant, own, new.limits, Creating::Backup).await?;
     let class = new
         .planet_class
@@ -392,6 +406,21 @@ pub async fn request_delete(
 ) -> Result<Backup> {
     let mut tx = pool.begin().await?;
     let status = lock_status(&mut tx, tenant, project, id).await?;
+    if !matches!(status, BackupStatus::Deleted | BackupStatus::Deleting) {
+        // A restore's create reads the backup row `FOR SHARE`, so the lock above orders the two.
+        if let Some((restore, rstatus)) = sqlx::query_as::<_, (uuid::Uuid, String)>(
+            "SELECT id, status FROM restores WHERE source_backup_id = $1 AND status IN ('scheduled', 'running') LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        {
+            return Err(Error::Conflict(format!(
+                "restore {restore} is {rstatus} and reads this backup's archive; delete the backup once the \
+                 restore has finished"
+            )));
+        }
+    }
     match status {
         BackupStatus::Deleted => {}
         // A deletion whose job gave up is started again; one under way is left alone.
@@ -412,6 +441,7 @@ pub async fn request_delete(
         | BackupStatus::Succeeded
         | BackupStatus::Failed
         | BackupStatus::Incomplete
+        | BackupStatus::Missing
         | BackupStatus::Expired => {
             jobs::cancel_for_subject(&mut tx, id.0).await?;
             sqlx::query(
