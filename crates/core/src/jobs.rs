@@ -450,6 +450,11 @@ async fn fail_locked(
         FailureKind::Permanent => Cause::Permanent,
         FailureKind::Incompatible => Cause::Incompatible,
     };
+    give_up_locked(conn, job, error, cause).await
+}
+
+/// Fails a locked job for good, and its subject with it, in the caller's transaction.
+async fn give_up_locked(conn: &mut PgConnection, job: &Locked, error: &str, cause: Cause) -> Result<Applied> {
     end_failed(conn, job.id, error).await?;
     subject_ended(conn, &job.kind, job.subject_id, SubjectEnd::Failed { error, cause }).await?;
     Ok(Applied::Failed)
@@ -553,13 +558,16 @@ async fn recover_one(pool: &PgPool, id: JobId, policy: &RetryPolicy) -> Result<O
     else {
         return Ok(None);
     };
-    let past_deadline = job.deadline.is_some_and(|d| d <= Utc::now());
-    let (error, kind) = if past_deadline {
-        ("the job ran past its deadline", FailureKind::Permanent)
+    let (error, applied) = if job.deadline.is_some_and(|d| d <= Utc::now()) {
+        let error = "the job ran past its deadline";
+        (error, give_up_locked(&mut tx, &job, error, Cause::Exhausted).await?)
     } else {
-        (STOPPED_ANSWERING, FailureKind::Transient)
+        let error = STOPPED_ANSWERING;
+        (
+            error,
+            fail_locked(&mut tx, &job, error, FailureKind::Transient, policy).await?,
+        )
     };
-    let applied = fail_locked(&mut tx, &job, error, kind, policy).await?;
     tx.commit().await?;
     Ok(Some(match applied {
         Applied::WillRetry(_) => None,
