@@ -272,7 +272,7 @@ async fn list(
     let rows = sqlx::query_as::<_, Row>(concat!(
         backup_select!(),
         "WHERE b.tenant_id = $1 AND b.project_id = $2 AND ($3::uuid IS NULL OR b.planet_id = $3)
-           AND (CASE WHEN $4::text IS NULL THEN b.status <> 'deleted' ELSE b.status = $4 END)
+           AND (CASE WHEN $4::text IS NULL THEN b.status <> $7 ELSE b.status = $4 END)
            AND ($5::uuid IS NULL OR b.id < $5)
          ORDER BY b.id DESC LIMIT $6"
     ))
@@ -282,6 +282,7 @@ async fn list(
     .bind(status.map(BackupStatus::as_str))
     .bind(page.before)
     .bind(page.fetch())
+    .bind(BackupStatus::Deleted.as_str())
     .fetch_all(pool)
     .await?;
     let items = rows.into_iter().map(Row::into_backup).collect::<Result<Vec<_>>>()?;
@@ -455,12 +456,13 @@ pub async fn last_for_planet(
     super::planets::get(pool, tenant, project, planet).await?;
     let row = sqlx::query_as::<_, Row>(concat!(
         backup_select!(),
-        "WHERE b.tenant_id = $1 AND b.project_id = $2 AND b.planet_id = $3 AND b.status <> 'deleted'
+        "WHERE b.tenant_id = $1 AND b.project_id = $2 AND b.planet_id = $3 AND b.status <> $4
          ORDER BY b.id DESC LIMIT 1"
     ))
     .bind(tenant)
     .bind(project)
     .bind(planet)
+    .bind(BackupStatus::Deleted.as_str())
     .fetch_optional(pool)
     .await?;
     row.map(Row::into_backup).transpose()

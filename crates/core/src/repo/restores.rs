@@ -168,7 +168,7 @@ pub async fn create_with_id(
     let inserted = sqlx::query(
         "INSERT INTO restores (id, tenant_id, project_id, planet_id, source_backup_id, source_upload_key,
                                source_upload_name, source_upload_size, target_database, replace_target, force, status)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'scheduled')",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(id)
     .bind(tenant)
@@ -181,6 +181,7 @@ pub async fn create_with_id(
     .bind(new.target_database.unwrap_or(database))
     .bind(new.replace)
     .bind(new.force)
+    .bind(RestoreStatus::Scheduled.as_str())
     .execute(&mut *tx)
     .await;
     if let Err(e) = inserted {
