@@ -6,6 +6,7 @@ use utoipa::ToSchema;
 
 use crate::domain::{Engine, PlanetClass, string_enum};
 use crate::ids::{BackupId, PlanetId, ProjectId, TenantId};
+use crate::jobs::Cause;
 
 string_enum!(
     /// `scheduled → running → succeeded | failed | incomplete`; `succeeded → expired`;
@@ -53,6 +54,25 @@ impl BackupStatus {
     #[must_use]
     pub fn in_flight(self) -> bool {
         matches!(self, Self::Scheduled | Self::Running)
+    }
+
+    /// Being taken: a job owns the backup.
+    pub const IN_FLIGHT: [Self; 2] = [Self::Scheduled, Self::Running];
+
+    /// The statuses as text, to bind as a `text[]` parameter (`status = ANY($n)`).
+    #[must_use]
+    pub fn names(set: &[Self]) -> Vec<&'static str> {
+        set.iter().map(|s| s.as_str()).collect()
+    }
+
+    /// Where an in-flight backup goes when its job fails for good: `failed` when retrying could
+    /// not help, `incomplete` when the attempts ran out.
+    #[must_use]
+    pub fn given_up(cause: Cause) -> Self {
+        match cause {
+            Cause::Permanent | Cause::Incompatible => Self::Failed,
+            Cause::Exhausted => Self::Incomplete,
+        }
     }
 }
 

@@ -132,10 +132,17 @@ pub struct WorkerConfig {
     pub lease_secs: u64,
     /// How often a running job renews its lease.
     pub heartbeat_secs: u64,
-    /// Attempts before a job is given up.
+    /// Attempts before a job is given up, whatever the horizon.
     pub max_attempts: i32,
     /// Base of the exponential retry backoff.
     pub backoff_base_secs: u64,
+    /// Longest wait between two attempts.
+    pub backoff_max_secs: u64,
+    /// A failed attempt is retried only while the next one starts within this long of the
+    /// first: how long an outage the retries outlast.
+    pub retry_horizon_secs: u64,
+    /// Finished jobs are deleted after this many days.
+    pub job_retention_days: u64,
     /// Upper bound of one job's run time.
     pub job_deadline_secs: u64,
     /// How often the queue is polled when no notification arrives.
@@ -276,8 +283,11 @@ fn defaults() -> serde_json::Value {
             concurrency: 4,
             lease_secs: 30,
             heartbeat_secs: 5,
-            max_attempts: 5,
+            max_attempts: 20,
             backoff_base_secs: 5,
+            backoff_max_secs: 600,
+            retry_horizon_secs: 3600,
+            job_retention_days: 7,
             job_deadline_secs: 6 * 3600,
             poll_secs: 2,
             shutdown_grace_secs: 30,
@@ -328,6 +338,18 @@ const TEXT_VARS: &[(&str, &str)] = &[
     ("SVALBARD_TARGETS__ALLOW", "targets.allow"),
     ("SVALBARD_TARGETS__DENY", "targets.deny"),
 ];
+
+impl WorkerConfig {
+    /// When failed attempts are retried.
+    #[must_use]
+    pub fn retry_policy(&self) -> crate::jobs::RetryPolicy {
+        crate::jobs::RetryPolicy {
+            base: std::time::Duration::from_secs(self.backoff_base_secs),
+            max_delay: std::time::Duration::from_secs(self.backoff_max_secs.max(self.backoff_base_secs)),
+            horizon: std::time::Duration::from_secs(self.retry_horizon_secs),
+        }
+    }
+}
 
 impl Config {
     /// Loads defaults, then `file` (or `SVALBARD_CONFIG`) if given, then the environment.

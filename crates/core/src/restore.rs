@@ -6,6 +6,7 @@ use utoipa::ToSchema;
 
 use crate::domain::string_enum;
 use crate::ids::{BackupId, PlanetId, ProjectId, RestoreId, TenantId};
+use crate::jobs::Cause;
 
 string_enum!(
     /// `scheduled → running → succeeded | failed | incompatible`.
@@ -22,6 +23,24 @@ impl RestoreStatus {
     #[must_use]
     pub fn in_flight(self) -> bool {
         matches!(self, Self::Scheduled | Self::Running)
+    }
+
+    /// Being restored: a job owns the restore.
+    pub const IN_FLIGHT: [Self; 2] = [Self::Scheduled, Self::Running];
+
+    /// The statuses as text, to bind as a `text[]` parameter (`status = ANY($n)`).
+    #[must_use]
+    pub fn names(set: &[Self]) -> Vec<&'static str> {
+        set.iter().map(|s| s.as_str()).collect()
+    }
+
+    /// Where an in-flight restore goes when its job fails for good.
+    #[must_use]
+    pub fn given_up(cause: Cause) -> Self {
+        match cause {
+            Cause::Incompatible => Self::Incompatible,
+            Cause::Permanent | Cause::Exhausted => Self::Failed,
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use svalbard_core::backup::{BackupStatus, Part};
 use svalbard_core::config::WorkerConfig;
 use svalbard_core::crypto::KeyRing;
 use svalbard_core::ids::BackupId;
-use svalbard_core::jobs::Abandoned;
+use svalbard_core::jobs::{Abandoned, Lease};
 use svalbard_core::repo::{backups, planets};
 use svalbard_core::storage::Storage;
 use tokio_util::sync::CancellationToken;
@@ -95,7 +95,7 @@ impl Handler for BackupJob {
             tracing::info!(status = %row.status, "backup is no longer wanted; nothing to do");
             return Ok(());
         }
-        if !backups::mark_running(&ctx.pool, id, ctx.job.id, &ctx.worker_id)
+        if !backups::mark_running(&ctx.pool, id, ctx.lease())
             .await
             .map_err(transient)?
         {
@@ -105,28 +105,13 @@ impl Handler for BackupJob {
         let result = self.take(ctx, &row, &steps, &cancel).await;
         if let Err(e) = &result {
             steps.fail_running();
-            let _ = backups::report(
-                &ctx.pool,
-                id,
-                ctx.job.id,
-                &ctx.worker_id,
-                0,
-                "failed",
-                &steps.snapshot(),
-            )
-            .await;
+            let _ = backups::report(&ctx.pool, id, ctx.lease(), 0, "failed", &steps.snapshot()).await;
             tracing::warn!(error = %e, "backup attempt failed");
         }
         result
     }
 
-    async fn retrying(&self, pool: &PgPool, job: &svalbard_core::jobs::Job, error: &str) -> anyhow::Result<()> {
-        backups::note_retry(pool, BackupId(job.subject_id), error).await?;
-        Ok(())
-    }
-
-    async fn give_up(&self, pool: &PgPool, job: &Abandoned, error: &str, permanent: bool) -> anyhow::Result<()> {
-        backups::give_up(pool, BackupId(job.subject_id), permanent, error).await?;
+    async fn failed(&self, pool: &PgPool, job: &Abandoned) {
         // Whatever the last attempt left behind is removed now; the reaper catches the rest.
         if let Ok(row) = backups::for_job(pool, job.tenant_id, BackupId(job.subject_id)).await
             && row
@@ -136,7 +121,6 @@ impl Handler for BackupJob {
         {
             tracing::warn!(error = %e, "could not remove the leftovers of a failed backup");
         }
-        Ok(())
     }
 }
 
@@ -183,8 +167,7 @@ impl BackupJob {
             report_progress(
                 ctx.pool.clone(),
                 id,
-                ctx.job.id,
-                ctx.worker_id.clone(),
+                ctx.lease(),
                 progress.clone(),
                 steps.clone(),
                 cancel.clone(),
@@ -253,8 +236,7 @@ impl BackupJob {
         let committed = backups::succeed(
             &ctx.pool,
             id,
-            ctx.job.id,
-            &ctx.worker_id,
+            ctx.lease(),
             &backups::Success {
                 object_key: &key,
                 size_bytes: outcome.size_bytes,
@@ -301,8 +283,7 @@ impl BackupJob {
 async fn report_progress(
     pool: PgPool,
     id: BackupId,
-    job: svalbard_core::ids::JobId,
-    worker: String,
+    lease: Lease,
     progress: Arc<AtomicU64>,
     steps: Steps,
     cancel: CancellationToken,
@@ -313,7 +294,7 @@ async fn report_progress(
             () = tokio::time::sleep(REPORT_EVERY) => {}
         }
         let bytes = progress.load(Ordering::Relaxed);
-        match backups::report(&pool, id, job, &worker, bytes, "dumping", &steps.snapshot()).await {
+        match backups::report(&pool, id, lease, bytes, "dumping", &steps.snapshot()).await {
             Ok(true) => {}
             Ok(false) => {
                 tracing::warn!("the backup is no longer ours; stopping");
@@ -346,9 +327,9 @@ impl Handler for DeleteJob {
         }
         let removed = self.storage.clear(&row.storage_prefix).await.map_err(transient)?;
         let marked = if status == BackupStatus::Expired {
-            backups::mark_purged(&ctx.pool, id, ctx.job.id, &ctx.worker_id).await
+            backups::mark_purged(&ctx.pool, id, ctx.lease()).await
         } else {
-            backups::mark_deleted(&ctx.pool, id, ctx.job.id, &ctx.worker_id).await
+            backups::mark_deleted(&ctx.pool, id, ctx.lease()).await
         };
         if !marked.map_err(transient)? {
             return Err(JobError::Transient("the job was taken over".into()));
@@ -357,8 +338,7 @@ impl Handler for DeleteJob {
         Ok(())
     }
 
-    async fn give_up(&self, _pool: &PgPool, job: &Abandoned, error: &str, _permanent: bool) -> anyhow::Result<()> {
-        tracing::error!(backup_id = %job.subject_id, %error, "deleting a backup's objects keeps failing; it stays `deleting`");
-        Ok(())
+    async fn failed(&self, _pool: &PgPool, job: &Abandoned) {
+        tracing::error!(backup_id = %job.subject_id, error = %job.error, "deleting a backup's objects keeps failing; it stays `deleting` and its deletion is queued again");
     }
 }

@@ -14,7 +14,7 @@ use svalbard_core::dumpinfo::{Container, Detected, decompress_prefix};
 use svalbard_core::ids::RestoreId;
 use svalbard_core::jobs::Abandoned;
 use svalbard_core::repo::{backups, planets, restores};
-use svalbard_core::restore::{RestoreStatus, Verification};
+use svalbard_core::restore::Verification;
 use svalbard_core::storage::{Storage, describe};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_util::sync::CancellationToken;
@@ -46,29 +46,22 @@ impl Handler for RestoreJob {
         if !row.status().map_err(transient)?.in_flight() {
             return Ok(());
         }
-        if !restores::mark_running(&ctx.pool, id, ctx.job.id, &ctx.worker_id)
+        if !restores::mark_running(&ctx.pool, id, ctx.lease())
             .await
             .map_err(transient)?
         {
             return Err(JobError::Transient("the job was taken over".into()));
         }
         match self.restore(ctx, &row, &cancel).await {
-            Err(Refusal::Incompatible(msg)) => {
-                restores::finish(&ctx.pool, id, RestoreStatus::Incompatible, &msg)
-                    .await
-                    .map_err(transient)?;
-                Err(JobError::Permanent(msg))
-            }
+            Err(Refusal::Incompatible(msg)) => Err(JobError::Incompatible(msg)),
             Err(Refusal::Job(e)) => Err(e),
             Ok(()) => Ok(()),
         }
     }
 
-    async fn give_up(&self, pool: &PgPool, job: &Abandoned, error: &str, _permanent: bool) -> anyhow::Result<()> {
-        let id = RestoreId(job.subject_id);
-        restores::finish(pool, id, RestoreStatus::Failed, error).await?;
+    async fn failed(&self, pool: &PgPool, job: &Abandoned) {
         // An upload that cannot be restored is not kept; the client has the file.
-        if let Ok(row) = restores::for_job(pool, job.tenant_id, id).await
+        if let Ok(row) = restores::for_job(pool, job.tenant_id, RestoreId(job.subject_id)).await
             && let Some(key) = row.source_upload_key
         {
             let s = &self.storage;
@@ -76,8 +69,18 @@ impl Handler for RestoreJob {
                 tracing::warn!(error = %describe(&e), "could not remove a failed restore's upload");
             }
         }
-        Ok(())
     }
+}
+
+/// The database a replacing restore loads before it takes the target's place: unique per
+/// attempt, so two attempts never load the same one, and within PostgreSQL's 63 bytes.
+fn scratch_name(database: &str, restore: RestoreId, attempt: i32) -> String {
+    let mut cut = database.len().min(40);
+    while !database.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let id = restore.0.simple().to_string();
+    format!("{}_svb_{}_{attempt}", &database[..cut], &id[id.len() - 8..])
 }
 
 enum Refusal {
@@ -93,7 +96,7 @@ impl From<JobError> for Refusal {
 
 impl RestoreJob {
     async fn restore(&self, ctx: &JobContext, row: &restores::Row, cancel: &CancellationToken) -> Result<(), Refusal> {
-        let report = |phase: &'static str| restores::report(&ctx.pool, row.id, ctx.job.id, &ctx.worker_id, 0, phase);
+        let report = |phase: &'static str| restores::report(&ctx.pool, row.id, ctx.lease(), 0, phase);
         // The source: a stored backup (with the checksum the catalog recorded) or an upload.
         let (key, expected, engine) = match (row.source_backup_id, &row.source_upload_key) {
             (Some(b), _) => {
@@ -191,21 +194,24 @@ impl RestoreJob {
             }
             (Some(_), false) => database.clone(),
             (None, _) => {
+                ctx.ensure_lease().await?;
                 driver.create_database(&conn, &database).await?;
                 database.clone()
             }
             (Some(_), true) if !driver.can_rename() => {
                 // No atomic swap on this engine: the target is dropped and recreated.
+                ctx.ensure_lease().await?;
                 driver.drop_database(&conn, &database).await?;
                 driver.create_database(&conn, &database).await?;
                 database.clone()
             }
             (Some(_), true) => {
-                let scratch = format!(
-                    "{}_svb_{}",
-                    &database[..database.len().min(40)],
-                    &row.id.0.simple().to_string()[24..]
-                );
+                let scratch = scratch_name(&database, row.id, ctx.job.attempts);
+                // What the previous attempt loaded, if it died before cleaning up.
+                let _ = driver
+                    .drop_database(&conn, &scratch_name(&database, row.id, ctx.job.attempts - 1))
+                    .await;
+                ctx.ensure_lease().await?;
                 driver.drop_database(&conn, &scratch).await?;
                 driver.create_database(&conn, &scratch).await?;
                 scratch
@@ -228,6 +234,7 @@ impl RestoreJob {
             return Err(e.into());
         }
         if into != database {
+            ctx.ensure_lease().await?;
             driver.drop_database(&conn, &database).await?;
             driver.rename_database(&conn, &into, &database).await?;
         }
@@ -236,7 +243,7 @@ impl RestoreJob {
         let _ = report("verifying").await;
         let (tables, rows) = driver.verify(&conn, &database).await?;
         let verification = Verification { tables, rows };
-        if !restores::succeed(&ctx.pool, row.id, ctx.job.id, &ctx.worker_id, &verification)
+        if !restores::succeed(&ctx.pool, row.id, ctx.lease(), &verification)
             .await
             .map_err(transient)?
         {
@@ -421,4 +428,19 @@ fn detect(head: &[u8]) -> Result<Detected, ArchiveErrorOr> {
         _ => {}
     }
     svalbard_core::dumpinfo::detect(head).map_err(ArchiveErrorOr::Invalid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scratch_names_cut_on_a_character_boundary_and_differ_per_attempt() {
+        let id = RestoreId(uuid::Uuid::now_v7());
+        let name = "ö".repeat(30);
+        let a = scratch_name(&name, id, 1);
+        assert!(a.starts_with(&"ö".repeat(20)) && a.len() <= 63, "{a}");
+        assert_ne!(a, scratch_name(&name, id, 2));
+        assert!(scratch_name("orders", id, 3).starts_with("orders_svb_"));
+    }
 }

@@ -25,7 +25,12 @@ pub struct Env {
 impl Env {
     pub async fn new() -> Self {
         svalbard_testkit::require_s3();
-        let app = TestApp::spawn_with(fast_worker()).await;
+        Self::with_overrides(fast_worker()).await
+    }
+
+    /// As [`Env::new`], with the given configuration (which may name its own S3 server).
+    pub async fn with_overrides(overrides: Value) -> Self {
+        let app = TestApp::spawn_with(overrides).await;
         let tenant = app.tenant("e2e").await;
         let project = app.project(&tenant, "shop").await;
         let token = app.token(&tenant, Role::Admin);
@@ -64,7 +69,12 @@ impl Env {
             }
         }
         use secrecy::ExposeSecret as _;
-        cmd.env("DATABASE_URL", c.database_url.as_ref().unwrap().expose_secret())
+        // Named, so a test can find (and cut) the workers' control-database connections.
+        let url = format!(
+            "{}?application_name=svalbard-worker",
+            c.database_url.as_ref().unwrap().expose_secret()
+        );
+        cmd.env("DATABASE_URL", url)
             .env("SVALBARD_AUTH__HS256_SECRET", svalbard_testkit::HS256_SECRET)
             .env("SVALBARD_CRYPTO__KEYS", keys)
             .env("S3_ENDPOINT", c.s3.endpoint.as_deref().unwrap())
@@ -81,6 +91,13 @@ impl Env {
             .env("SVALBARD_WORKER__HEARTBEAT_SECS", w.heartbeat_secs.to_string())
             .env("SVALBARD_WORKER__POLL_SECS", w.poll_secs.to_string())
             .env("SVALBARD_WORKER__BACKOFF_BASE_SECS", w.backoff_base_secs.to_string())
+            .env("SVALBARD_WORKER__BACKOFF_MAX_SECS", w.backoff_max_secs.to_string())
+            .env("SVALBARD_WORKER__RETRY_HORIZON_SECS", w.retry_horizon_secs.to_string())
+            .env("SVALBARD_WORKER__MAX_ATTEMPTS", w.max_attempts.to_string())
+            .env(
+                "SVALBARD_MAINTENANCE__ENABLED",
+                self.app.config.maintenance.enabled.to_string(),
+            )
             .env("SVALBARD_WORKER__PART_SIZE_MIB", w.part_size_mib.to_string())
             .env("SVALBARD_WORKER__PARTS_IN_FLIGHT", "1")
             .env("SVALBARD_WORKER__LISTEN", "127.0.0.1:0")

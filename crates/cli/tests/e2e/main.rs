@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod backups;
+mod chaos;
 mod garage;
 mod harness;
 mod keys;

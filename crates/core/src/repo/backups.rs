@@ -2,7 +2,8 @@
 //! job that owns the backup, so a worker that lost its claim cannot change it.
 
 use chrono::{DateTime, Utc};
-use sqlx::{Acquire as _, PgConnection, PgPool};
+use sqlx::postgres::PgArguments;
+use sqlx::{Acquire as _, PgConnection, PgPool, Postgres};
 
 use crate::backup::{
     Backup, BackupStatus, Environment, Mechanism, Metadata, Method, Part, Progress, backup_name, retention_days,
@@ -10,7 +11,7 @@ use crate::backup::{
 use crate::domain::PlanetClass;
 use crate::error::{Error, Result, is_unique_violation};
 use crate::ids::{BackupId, JobId, PlanetId, ProjectId, TenantId};
-use crate::jobs::{self, NewJob};
+use crate::jobs::{self, JobState, Lease, NewJob, SubjectEnd};
 use crate::page::{Page, PageRequest};
 use crate::repo::limits::{self, Creating, Limits};
 
@@ -285,7 +286,7 @@ async fn list(
     let rows = sqlx::query_as::<_, Row>(concat!(
         backup_select!(),
         "WHERE b.tenant_id = $1 AND b.project_id = $2 AND ($3::uuid IS NULL OR b.planet_id = $3)
-           AND (CASE WHEN $4::text IS NULL THEN b.status <> 'deleted' ELSE b.status = $4 END)
+           AND (CASE WHEN $4::text IS NULL THEN b.status <> $7 ELSE b.status = $4 END)
            AND ($5::uuid IS NULL OR b.id < $5)
          ORDER BY b.id DESC LIMIT $6"
     ))
@@ -295,6 +296,7 @@ async fn list(
     .bind(status.map(BackupStatus::as_str))
     .bind(page.before)
     .bind(page.fetch())
+    .bind(BackupStatus::Deleted.as_str())
     .fetch_all(pool)
     .await?;
     let items = rows.into_iter().map(Row::into_backup).collect::<Result<Vec<_>>>()?;
@@ -494,12 +496,13 @@ pub async fn last_for_planet(
     super::planets::get(pool, tenant, project, planet).await?;
     let row = sqlx::query_as::<_, Row>(concat!(
         backup_select!(),
-        "WHERE b.tenant_id = $1 AND b.project_id = $2 AND b.planet_id = $3 AND b.status <> 'deleted'
+        "WHERE b.tenant_id = $1 AND b.project_id = $2 AND b.planet_id = $3 AND b.status <> $4
          ORDER BY b.id DESC LIMIT 1"
     ))
     .bind(tenant)
     .bind(project)
     .bind(planet)
+    .bind(BackupStatus::Deleted.as_str())
     .fetch_optional(pool)
     .await?;
     row.map(Row::into_backup).transpose()
@@ -517,54 +520,55 @@ pub async fn for_job(pool: &PgPool, tenant: TenantId, id: BackupId) -> Result<Ro
         .ok_or(Error::NotFound("backup"))
 }
 
-/// Fenced update of a backup by the worker holding its job. `false`: the job is not ours.
-async fn fenced(conn: &mut PgConnection, sql: &'static str, id: BackupId, job: JobId, worker: &str) -> Result<bool> {
-    Ok(sqlx::query(sql)
-        .bind(id)
-        .bind(job)
-        .bind(worker)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected()
-        == 1)
+/// Whether the attempt holding `$2`/`$3` (job id and lease token) still runs the job; `$4` is
+/// the running state. Progress is written in single statements fenced by this.
+macro_rules! lease_holds {
+    () => {
+        "EXISTS (SELECT 1 FROM jobs WHERE id = $2 AND lease_token = $3 AND state = $4)"
+    };
 }
 
-pub async fn mark_running(pool: &PgPool, id: BackupId, job: JobId, worker: &str) -> Result<bool> {
-    let mut conn = pool.acquire().await?;
-    fenced(
-        &mut conn,
-        "UPDATE backups SET status = 'running', phase = 'connecting', bytes_processed = 0, error_message = NULL,
+pub async fn mark_running(pool: &PgPool, id: BackupId, lease: Lease) -> Result<bool> {
+    Ok(sqlx::query(concat!(
+        "UPDATE backups SET status = $5, phase = 'connecting', bytes_processed = 0, error_message = NULL,
                 started_at = COALESCE(started_at, now())
-         WHERE id = $1 AND status IN ('scheduled', 'running')
-           AND EXISTS (SELECT 1 FROM jobs WHERE id = $2 AND locked_by = $3 AND state = 'running')",
-        id,
-        job,
-        worker,
-    )
-    .await
+         WHERE id = $1 AND status = ANY($6) AND ",
+        lease_holds!()
+    ))
+    .bind(id)
+    .bind(lease.job)
+    .bind(lease.token)
+    .bind(JobState::Running.as_str())
+    .bind(BackupStatus::Running.as_str())
+    .bind(BackupStatus::names(&BackupStatus::IN_FLIGHT))
+    .execute(pool)
+    .await?
+    .rows_affected()
+        == 1)
 }
 
 /// Progress and step states, written every few seconds while the dump streams.
 pub async fn report(
     pool: &PgPool,
     id: BackupId,
-    job: JobId,
-    worker: &str,
+    lease: Lease,
     bytes: u64,
     phase: &str,
     parts: &[Part],
 ) -> Result<bool> {
-    let n = sqlx::query(
-        "UPDATE backups SET bytes_processed = $4, phase = $5, parts = $6
-         WHERE id = $1 AND status = 'running'
-           AND EXISTS (SELECT 1 FROM jobs WHERE id = $2 AND locked_by = $3 AND state = 'running')",
-    )
+    let n = sqlx::query(concat!(
+        "UPDATE backups SET bytes_processed = $5, phase = $6, parts = $7
+         WHERE id = $1 AND status = $8 AND ",
+        lease_holds!()
+    ))
     .bind(id)
-    .bind(job)
-    .bind(worker)
+    .bind(lease.job)
+    .bind(lease.token)
+    .bind(JobState::Running.as_str())
     .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
     .bind(phase)
     .bind(sqlx::types::Json(parts))
+    .bind(BackupStatus::Running.as_str())
     .execute(pool)
     .await?
     .rows_affected();
@@ -583,20 +587,23 @@ pub struct Success<'a> {
     pub parts: &'a [Part],
 }
 
-/// Marks the backup succeeded and completes its job, in one fenced transaction.
-pub async fn succeed(pool: &PgPool, id: BackupId, job: JobId, worker: &str, s: &Success<'_>) -> Result<bool> {
-    let mut tx = pool.begin().await?;
+/// Marks the backup succeeded and completes its job, in one transaction fenced by the lease.
+/// `false`: the attempt does not own the job (or the backup is no longer running); nothing
+/// was written.
+pub async fn succeed(pool: &PgPool, id: BackupId, lease: Lease, s: &Success<'_>) -> Result<bool> {
+    let Some(mut fenced) = jobs::lock(pool, lease).await? else {
+        return Ok(false);
+    };
     let n = sqlx::query(
-        "UPDATE backups SET status = 'succeeded', phase = NULL, error_message = NULL, completed_at = now(),
+        "UPDATE backups SET status = $2, phase = NULL, error_message = NULL, completed_at = now(),
                 object_key = $4, size_bytes = $5, checksum = $6, engine_version = $7, tool_version = $8,
                 format_version = $9, bytes_processed = $10, parts = $11,
                 expiration_date = now() + make_interval(days => retention_days)
-         WHERE id = $1 AND status = 'running'
-           AND EXISTS (SELECT 1 FROM jobs WHERE id = $2 AND locked_by = $3 AND state = 'running')",
+         WHERE id = $1 AND status = $3",
     )
     .bind(id)
-    .bind(job)
-    .bind(worker)
+    .bind(BackupStatus::Succeeded.as_str())
+    .bind(BackupStatus::Running.as_str())
     .bind(s.object_key)
     .bind(i64::try_from(s.size_bytes).unwrap_or(i64::MAX))
     .bind(s.checksum)
@@ -605,65 +612,122 @@ pub async fn succeed(pool: &PgPool, id: BackupId, job: JobId, worker: &str, s: &
     .bind(i32::try_from(s.format_version).unwrap_or(i32::MAX))
     .bind(i64::try_from(s.bytes_processed).unwrap_or(i64::MAX))
     .bind(sqlx::types::Json(s.parts))
-    .execute(&mut *tx)
+    .execute(fenced.conn())
     .await?
     .rows_affected();
-    jobs::complete_with(tx, n, job, worker).await
+    if n != 1 {
+        return Ok(false);
+    }
+    fenced.complete().await?;
+    Ok(true)
 }
 
-/// Records the end of a backup that will not be retried: `failed` (permanent error) or
-/// `incomplete` (attempts used up). A backup being deleted is left alone.
-pub async fn give_up(pool: &PgPool, id: BackupId, permanent: bool, message: &str) -> Result<()> {
-    sqlx::query(
-        "UPDATE backups SET status = $2, error_message = $3, phase = NULL, completed_at = now()
-         WHERE id = $1 AND status IN ('scheduled', 'running')",
-    )
-    .bind(id)
-    .bind(if permanent { "failed" } else { "incomplete" })
-    .bind(message)
-    .execute(pool)
-    .await?;
+/// The backup's side of its job's end, inside the queue's fenced transaction: a retry leaves
+/// it `running` with the error shown; giving up ends it `failed` or `incomplete`. A backup no
+/// longer in flight (being deleted) is left alone.
+pub(crate) async fn job_ended(conn: &mut PgConnection, id: BackupId, end: SubjectEnd<'_>) -> Result<()> {
+    match end {
+        SubjectEnd::Retrying { error } => {
+            sqlx::query(
+                "UPDATE backups SET error_message = $2, phase = 'waiting to retry' WHERE id = $1 AND status = $3",
+            )
+            .bind(id)
+            .bind(error)
+            .bind(BackupStatus::Running.as_str())
+            .execute(&mut *conn)
+            .await?;
+        }
+        SubjectEnd::Failed { error, cause } => {
+            sqlx::query(
+                "UPDATE backups SET status = $2, error_message = $3, phase = NULL, completed_at = now()
+                 WHERE id = $1 AND status = ANY($4)",
+            )
+            .bind(id)
+            .bind(BackupStatus::given_up(cause).as_str())
+            .bind(error)
+            .bind(BackupStatus::names(&BackupStatus::IN_FLIGHT))
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
     Ok(())
 }
 
-/// Records a failed attempt that will be retried.
-pub async fn note_retry(pool: &PgPool, id: BackupId, message: &str) -> Result<()> {
-    sqlx::query(
-        "UPDATE backups SET error_message = $2, phase = 'waiting to retry' WHERE id = $1 AND status = 'running'",
+/// Ends in-flight backups that have no live backup job: `incomplete`, with the last error of
+/// their job if there was one.
+pub(crate) async fn repair_orphaned(conn: &mut PgConnection, live_jobs: &[&str]) -> Result<u64> {
+    let repaired = sqlx::query_scalar::<_, BackupId>(
+        "UPDATE backups b SET status = $2, phase = NULL, completed_at = now(),
+                error_message = 'its job ended without recording an outcome'
+                                || COALESCE(': ' || (SELECT j.last_error FROM jobs j WHERE j.subject_id = b.id
+                                                     ORDER BY j.updated_at DESC LIMIT 1), '')
+         WHERE b.status = ANY($1)
+           AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.subject_id = b.id AND j.kind = $3 AND j.state = ANY($4))
+         RETURNING b.id",
     )
-    .bind(id)
-    .bind(message)
-    .execute(pool)
+    .bind(BackupStatus::names(&BackupStatus::IN_FLIGHT))
+    .bind(BackupStatus::Incomplete.as_str())
+    .bind(BACKUP_JOB)
+    .bind(live_jobs)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(())
+    for id in &repaired {
+        tracing::warn!(backup_id = %id, "ended a backup left in flight without a job");
+    }
+    Ok(repaired.len() as u64)
 }
 
-/// The last step of a delete: a tombstone remains.
-pub async fn mark_deleted(pool: &PgPool, id: BackupId, job: JobId, worker: &str) -> Result<bool> {
-    let mut conn = pool.acquire().await?;
-    fenced(
-        &mut conn,
-        "UPDATE backups SET status = 'deleted', size_bytes = NULL, phase = NULL
-         WHERE id = $1 AND status = 'deleting'
-           AND EXISTS (SELECT 1 FROM jobs WHERE id = $2 AND locked_by = $3 AND state = 'running')",
-        id,
-        job,
-        worker,
+/// Queues the deletion of backups left `deleting` without a live deletion job.
+pub(crate) async fn requeue_stranded_deletions(conn: &mut PgConnection, live_jobs: &[&str]) -> Result<u64> {
+    let stranded: Vec<(BackupId, TenantId)> = sqlx::query_as(
+        "SELECT b.id, b.tenant_id FROM backups b
+         WHERE b.status = $1
+           AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.subject_id = b.id AND j.kind = $2 AND j.state = ANY($3))
+         LIMIT 100 FOR UPDATE OF b SKIP LOCKED",
     )
-    .await
+    .bind(BackupStatus::Deleting.as_str())
+    .bind(DELETE_JOB)
+    .bind(live_jobs)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (id, tenant) in &stranded {
+        enqueue_delete(conn, *tenant, *id).await?;
+    }
+    Ok(stranded.len() as u64)
+}
+
+/// Ends the fenced transaction of a deletion: `update` the row (`$1` the backup), complete the
+/// job. `false`: the attempt does not own the job, or the row was not in the expected status.
+async fn end_deletion(
+    pool: &PgPool,
+    lease: Lease,
+    update: sqlx::query::Query<'_, Postgres, PgArguments>,
+) -> Result<bool> {
+    let Some(mut fenced) = jobs::lock(pool, lease).await? else {
+        return Ok(false);
+    };
+    if update.execute(fenced.conn()).await?.rows_affected() != 1 {
+        return Ok(false);
+    }
+    fenced.complete().await?;
+    Ok(true)
+}
+
+/// The last step of a delete: a tombstone remains. Completes the deletion job.
+pub async fn mark_deleted(pool: &PgPool, id: BackupId, lease: Lease) -> Result<bool> {
+    let update =
+        sqlx::query("UPDATE backups SET status = $2, size_bytes = NULL, phase = NULL WHERE id = $1 AND status = $3")
+            .bind(id)
+            .bind(BackupStatus::Deleted.as_str())
+            .bind(BackupStatus::Deleting.as_str());
+    end_deletion(pool, lease, update).await
 }
 
 /// The last step of expiring a backup: its objects are gone, the row stays `expired`.
-pub async fn mark_purged(pool: &PgPool, id: BackupId, job: JobId, worker: &str) -> Result<bool> {
-    let mut conn = pool.acquire().await?;
-    fenced(
-        &mut conn,
-        "UPDATE backups SET object_key = NULL, phase = NULL
-         WHERE id = $1 AND status = 'expired'
-           AND EXISTS (SELECT 1 FROM jobs WHERE id = $2 AND locked_by = $3 AND state = 'running')",
-        id,
-        job,
-        worker,
-    )
-    .await
+/// Completes the deletion job.
+pub async fn mark_purged(pool: &PgPool, id: BackupId, lease: Lease) -> Result<bool> {
+    let update = sqlx::query("UPDATE backups SET object_key = NULL, phase = NULL WHERE id = $1 AND status = $2")
+        .bind(id)
+        .bind(BackupStatus::Expired.as_str());
+    end_deletion(pool, lease, update).await
 }

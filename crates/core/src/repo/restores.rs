@@ -6,8 +6,8 @@ use sqlx::{PgConnection, PgPool};
 
 use crate::backup::Progress;
 use crate::error::{Error, Result, is_unique_violation};
-use crate::ids::{BackupId, JobId, PlanetId, ProjectId, RestoreId, TenantId};
-use crate::jobs::{self, NewJob};
+use crate::ids::{BackupId, PlanetId, ProjectId, RestoreId, TenantId};
+use crate::jobs::{self, JobState, Lease, NewJob, SubjectEnd};
 use crate::page::{Page, PageRequest};
 use crate::restore::{Restore, RestoreSource, RestoreStatus, RestoreTarget, Verification};
 
@@ -175,7 +175,7 @@ pub async fn create_with_id(
     let inserted = sqlx::query(
         "INSERT INTO restores (id, tenant_id, project_id, planet_id, source_backup_id, source_upload_key,
                                source_upload_name, source_upload_size, target_database, replace_target, force, status)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'scheduled')",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(id)
     .bind(tenant)
@@ -188,6 +188,7 @@ pub async fn create_with_id(
     .bind(new.target_database.unwrap_or(database))
     .bind(new.replace)
     .bind(new.force)
+    .bind(RestoreStatus::Scheduled.as_str())
     .execute(&mut *tx)
     .await;
     if let Err(e) = inserted {
@@ -288,67 +289,123 @@ pub async fn for_job(pool: &PgPool, tenant: TenantId, id: RestoreId) -> Result<R
     .ok_or(Error::NotFound("restore"))
 }
 
-pub async fn mark_running(pool: &PgPool, id: RestoreId, job: JobId, worker: &str) -> Result<bool> {
-    Ok(sqlx::query(
-        "UPDATE restores SET status = 'running', phase = 'verifying', error_message = NULL,
+/// Whether the attempt holding `$2`/`$3` (job id and lease token) still runs the job; `$4` is
+/// the running state.
+macro_rules! lease_holds {
+    () => {
+        "EXISTS (SELECT 1 FROM jobs WHERE id = $2 AND lease_token = $3 AND state = $4)"
+    };
+}
+
+pub async fn mark_running(pool: &PgPool, id: RestoreId, lease: Lease) -> Result<bool> {
+    Ok(sqlx::query(concat!(
+        "UPDATE restores SET status = $5, phase = 'verifying', error_message = NULL,
                 started_at = COALESCE(started_at, now())
-         WHERE id = $1 AND status IN ('scheduled', 'running')
-           AND EXISTS (SELECT 1 FROM jobs WHERE id = $2 AND locked_by = $3 AND state = 'running')",
-    )
+         WHERE id = $1 AND status = ANY($6) AND ",
+        lease_holds!()
+    ))
     .bind(id)
-    .bind(job)
-    .bind(worker)
+    .bind(lease.job)
+    .bind(lease.token)
+    .bind(JobState::Running.as_str())
+    .bind(RestoreStatus::Running.as_str())
+    .bind(RestoreStatus::names(&RestoreStatus::IN_FLIGHT))
     .execute(pool)
     .await?
     .rows_affected()
         == 1)
 }
 
-pub async fn report(pool: &PgPool, id: RestoreId, job: JobId, worker: &str, bytes: u64, phase: &str) -> Result<bool> {
-    Ok(sqlx::query(
-        "UPDATE restores SET bytes_processed = $4, phase = $5
-         WHERE id = $1 AND status = 'running'
-           AND EXISTS (SELECT 1 FROM jobs WHERE id = $2 AND locked_by = $3 AND state = 'running')",
-    )
+pub async fn report(pool: &PgPool, id: RestoreId, lease: Lease, bytes: u64, phase: &str) -> Result<bool> {
+    Ok(sqlx::query(concat!(
+        "UPDATE restores SET bytes_processed = $5, phase = $6 WHERE id = $1 AND status = $7 AND ",
+        lease_holds!()
+    ))
     .bind(id)
-    .bind(job)
-    .bind(worker)
+    .bind(lease.job)
+    .bind(lease.token)
+    .bind(JobState::Running.as_str())
     .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
     .bind(phase)
+    .bind(RestoreStatus::Running.as_str())
     .execute(pool)
     .await?
     .rows_affected()
         == 1)
 }
 
-/// Records success with what the target now holds, and completes the job, fenced.
-pub async fn succeed(pool: &PgPool, id: RestoreId, job: JobId, worker: &str, v: &Verification) -> Result<bool> {
-    let mut tx = pool.begin().await?;
+/// Records success with what the target now holds, and completes the job, in one transaction
+/// fenced by the lease.
+pub async fn succeed(pool: &PgPool, id: RestoreId, lease: Lease, v: &Verification) -> Result<bool> {
+    let Some(mut fenced) = jobs::lock(pool, lease).await? else {
+        return Ok(false);
+    };
     let n = sqlx::query(
-        "UPDATE restores SET status = 'succeeded', phase = NULL, completed_at = now(), verification = $4
-         WHERE id = $1 AND status = 'running'
-           AND EXISTS (SELECT 1 FROM jobs WHERE id = $2 AND locked_by = $3 AND state = 'running')",
+        "UPDATE restores SET status = $2, phase = NULL, completed_at = now(), verification = $4
+         WHERE id = $1 AND status = $3",
     )
     .bind(id)
-    .bind(job)
-    .bind(worker)
+    .bind(RestoreStatus::Succeeded.as_str())
+    .bind(RestoreStatus::Running.as_str())
     .bind(sqlx::types::Json(v))
-    .execute(&mut *tx)
+    .execute(fenced.conn())
     .await?
     .rows_affected();
-    jobs::complete_with(tx, n, job, worker).await
+    if n != 1 {
+        return Ok(false);
+    }
+    fenced.complete().await?;
+    Ok(true)
 }
 
-/// The end of a restore that will not be retried.
-pub async fn finish(pool: &PgPool, id: RestoreId, status: RestoreStatus, message: &str) -> Result<()> {
-    sqlx::query(
-        "UPDATE restores SET status = $2, error_message = $3, phase = NULL, completed_at = now()
-         WHERE id = $1 AND status IN ('scheduled', 'running')",
-    )
-    .bind(id)
-    .bind(status.as_str())
-    .bind(message)
-    .execute(pool)
-    .await?;
+/// The restore's side of its job's end, inside the queue's fenced transaction.
+pub(crate) async fn job_ended(conn: &mut PgConnection, id: RestoreId, end: SubjectEnd<'_>) -> Result<()> {
+    match end {
+        SubjectEnd::Retrying { error } => {
+            sqlx::query(
+                "UPDATE restores SET error_message = $2, phase = 'waiting to retry' WHERE id = $1 AND status = $3",
+            )
+            .bind(id)
+            .bind(error)
+            .bind(RestoreStatus::Running.as_str())
+            .execute(&mut *conn)
+            .await?;
+        }
+        SubjectEnd::Failed { error, cause } => {
+            sqlx::query(
+                "UPDATE restores SET status = $2, error_message = $3, phase = NULL, completed_at = now()
+                 WHERE id = $1 AND status = ANY($4)",
+            )
+            .bind(id)
+            .bind(RestoreStatus::given_up(cause).as_str())
+            .bind(error)
+            .bind(RestoreStatus::names(&RestoreStatus::IN_FLIGHT))
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
     Ok(())
+}
+
+/// Ends in-flight restores that have no live job: `failed`, with their job's last error.
+pub(crate) async fn repair_orphaned(conn: &mut PgConnection, live_jobs: &[&str]) -> Result<u64> {
+    let repaired = sqlx::query_scalar::<_, RestoreId>(
+        "UPDATE restores r SET status = $2, phase = NULL, completed_at = now(),
+                error_message = 'its job ended without recording an outcome'
+                                || COALESCE(': ' || (SELECT j.last_error FROM jobs j WHERE j.subject_id = r.id
+                                                     ORDER BY j.updated_at DESC LIMIT 1), '')
+         WHERE r.status = ANY($1)
+           AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.subject_id = r.id AND j.kind = $3 AND j.state = ANY($4))
+         RETURNING r.id",
+    )
+    .bind(RestoreStatus::names(&RestoreStatus::IN_FLIGHT))
+    .bind(RestoreStatus::Failed.as_str())
+    .bind(RESTORE_JOB)
+    .bind(live_jobs)
+    .fetch_all(&mut *conn)
+    .await?;
+    for id in &repaired {
+        tracing::warn!(restore_id = %id, "ended a restore left in flight without a job");
+    }
+    Ok(repaired.len() as u64)
 }
