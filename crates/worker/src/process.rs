@@ -449,7 +449,11 @@ fn clean_word(word: &str, previous: &str, host: &str) -> String {
         Some("<path>")
     } else if is_address(core) && !same_host(core, host) {
         Some("<address>")
-    } else if HOST_CONTEXT.contains(&previous) && is_host_name(core) && !same_host(core, host) {
+    } else if HOST_CONTEXT.contains(&previous)
+        && is_host_name(core)
+        && (core.contains('.') || !lead.is_empty())
+        && !same_host(core, host)
+    {
         Some("<host>")
     } else {
         None
