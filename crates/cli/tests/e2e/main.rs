@@ -4,7 +4,9 @@
 
 mod backups;
 mod harness;
+mod hostile;
 mod mysql;
+mod recovery;
 mod restores;
 mod retention;
 mod storage;
