@@ -108,6 +108,10 @@ async fn plain_sql_cannot_run_client_commands_on_the_worker() {
             "{what}: {done}"
         );
         assert!(!marker.exists(), "{what}: a client command ran on the worker");
+        // Refused by psql's restricted mode, not by accident.
+        let msg = done["errorMessage"].as_str().unwrap_or_default();
+        assert!(msg.contains("restricted") || msg.contains("wrong key"), "{what}: {msg}");
+        eprintln!("{what}: {msg}");
         assert_eq!(source::fingerprint(&src).await.unwrap(), before, "{what}");
         assert!(!pg_table_exists(&src, "intruder").await, "{what}");
 
@@ -209,6 +213,7 @@ async fn a_tenant_reads_nothing_of_the_workers_environment() {
         let done = env.upload_outcome(&planet, "env.sql", dump, json!({})).await;
         assert_eq!(done["status"], "failed", "{done}");
         let msg = done["errorMessage"].as_str().unwrap();
+        eprintln!("{payload:?}: {msg}");
         for s in &secrets {
             assert!(!msg.contains(s.as_str()), "{payload:?} read {s:?}: {msg}");
         }
@@ -291,6 +296,13 @@ async fn mariadb_client_commands_do_not_run_either() {
             .upload_outcome(&planet, "evil.sql", dump, json!({ "targetDatabase": target }))
             .await;
         assert_eq!(done["status"], "failed", "{what}: {done}");
+        // Not run as a client command: unknown to the client, or sent to the server as SQL.
+        let msg = done["errorMessage"].as_str().unwrap();
+        assert!(
+            msg.contains("Unknown command") || msg.contains("SQL syntax"),
+            "{what}: {msg}"
+        );
+        eprintln!("{what}: {msg}");
         assert!(
             !m1.exists() && !m2.exists(),
             "{what}: a client command ran on the worker"
