@@ -344,6 +344,8 @@ impl ProcessStream {
             .with_context(|| format!("{name} without stderr"))?;
         let exit = tokio::spawn(
             async move {
+                // The whole of it, scratch directory included, lives until the tool has exited.
+                let mut running = running;
                 let deadline = running.deadline;
                 let work = async {
                     let (kept, _) = read_capped(stderr, STDERR_KEPT).await?;
@@ -598,6 +600,16 @@ mod tests {
         cmd.args(["-c", "head -c 100000 /dev/zero | tr '\\0' x >&2; exit 3"]);
         let err = run_client(cmd, "sh", "test").await.unwrap_err().to_string();
         assert!(err.len() < 1000, "{}", err.len());
+    }
+
+    #[tokio::test]
+    async fn a_streaming_tool_keeps_its_scratch_directory_until_it_ends() {
+        let mut cmd = ToolCommand::new("sh");
+        cmd.args(["-c", "sleep 0.3; test -d \"$PWD\" && echo kept"]);
+        let mut stream = ProcessStream::spawn(cmd, "sh").unwrap();
+        let mut out = String::new();
+        stream.read_to_string(&mut out).await.unwrap();
+        assert_eq!(out.trim(), "kept");
     }
 
     #[test]
