@@ -50,7 +50,20 @@ impl Env {
         if r.status != 202 {
             return json!({ "status": "refused", "http": r.status, "body": r.text });
         }
-        self.restore_outcome(&r.header("location").unwrap()).await
+        // Patient: these tests run many restores one after another on a shared server.
+        let location = r.header("location").unwrap();
+        let started = std::time::Instant::now();
+        loop {
+            let r = self.app.get(&location, &self.token).await.json();
+            if !matches!(r["status"].as_str(), Some("scheduled" | "running")) {
+                return r;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(180),
+                "restore did not finish: {r}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
     }
 }
 

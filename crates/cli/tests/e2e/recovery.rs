@@ -76,3 +76,60 @@ async fn an_upload_into_a_planet_whose_database_does_not_exist_yet_creates_it() 
     worker.await.unwrap();
     source::drop(&src).await.unwrap();
 }
+
+fn mariadb(sql: &str) -> String {
+    let out = std::process::Command::new("mariadb")
+        .args([
+            "--no-defaults",
+            "-h",
+            "127.0.0.1",
+            "-u",
+            "root",
+            "--batch",
+            "--skip-column-names",
+            "-e",
+        ])
+        .arg(sql)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_mariadb_database_is_restored_from_its_backup_into_the_planet() {
+    let env = Env::new().await;
+    let (stop, worker) = env.worker();
+    let db = format!("svalbard_t_mydr_{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    mariadb(&format!(
+        "CREATE DATABASE {db}; CREATE TABLE {db}.t (id INT PRIMARY KEY, v VARCHAR(20));
+         INSERT INTO {db}.t SELECT seq, CONCAT('v', seq) FROM {db}.seq_1_to_700;"
+    ));
+    let count = format!("SELECT COUNT(*), MD5(GROUP_CONCAT(id, v ORDER BY id)) FROM {db}.t");
+    let expected = mariadb(&count);
+    let r = env
+        .app
+        .post(
+            &env.planets(),
+            &env.token,
+            json!({ "name": "maria", "engine": "mysql",
+                    "connection": { "host": "127.0.0.1", "port": 3306, "database": db, "user": "root", "sslmode": "disable" } }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let planet = r.json()["id"].as_str().unwrap().to_owned();
+    let backup = env.start_backup(&planet).await["id"].as_str().unwrap().to_owned();
+    env.wait_status(&backup, "succeeded", MINUTE).await;
+
+    mariadb(&format!("DROP DATABASE {db}"));
+    let r = env.restore(&backup, &env.token, json!({})).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let done = env.restore_outcome(&r.header("location").unwrap()).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(mariadb(&count), expected);
+    assert_eq!(done["verification"]["rows"], 700);
+
+    stop.cancel();
+    worker.await.unwrap();
+    mariadb(&format!("DROP DATABASE {db}"));
+}
