@@ -140,6 +140,8 @@ const PG_PERMANENT: &[&str] = &[
     "permission denied",
     "no pg_hba.conf entry",
     "server does not support SSL",
+    // A planet with a password and `sslmode=require` on a server without SCRAM over TLS.
+    "channel binding required",
     "no pg_dump for PostgreSQL",
     "aborting because of server version mismatch",
 ];
@@ -411,6 +413,8 @@ const MYSQL_PERMANENT: &[&str] = &[
     "is not allowed to connect",
     "authentication failed",
     "is not installed",
+    // `require` and stricter against a server without TLS or with an untrusted certificate.
+    "TLS/SSL error",
 ];
 
 #[async_trait]

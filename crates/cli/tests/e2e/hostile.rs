@@ -520,3 +520,37 @@ async fn mariadb_counts_routines_views_events_and_triggers_as_content() {
     worker.await.unwrap();
     mariadb(None, &format!("DROP DATABASE {db}"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_sslmode_require_a_password_goes_only_to_a_channel_bound_scram_login() {
+    let env = Env::new().await;
+    let (stop, worker) = env.worker();
+    let src = source::create("cb", "SELECT 1").await.unwrap();
+    // The test server speaks TLS but lets anyone in without authentication, as a machine in the
+    // middle or a server aimed at the password would: with `require`, the login is refused.
+    let r = env
+        .app
+        .post(
+            &env.planets(),
+            &env.token,
+            json!({ "name": "bound", "engine": "postgresql",
+                    "connection": { "host": "127.0.0.1", "port": 5432, "database": src, "user": "postgres",
+                                    "password": "a-secret", "sslmode": "require" } }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let planet = r.json()["id"].as_str().unwrap().to_owned();
+    let id = env.start_backup(&planet).await["id"].as_str().unwrap().to_owned();
+    let b = env.wait_status(&id, "failed", std::time::Duration::from_secs(60)).await;
+    let msg = b["errorMessage"].as_str().unwrap();
+    assert!(msg.contains("channel binding required"), "{msg}");
+    assert!(!msg.contains("a-secret"), "{msg}");
+    assert_eq!(
+        env.attempts(&id).await,
+        vec![("backup".to_owned(), 1, "failed".to_owned())],
+        "retried a permanent refusal"
+    );
+    stop.cancel();
+    worker.await.unwrap();
+    source::drop(&src).await.unwrap();
+}
