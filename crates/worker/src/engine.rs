@@ -8,9 +8,9 @@ use secrecy::ExposeSecret as _;
 use svalbard_core::domain::Engine;
 use svalbard_core::dumpinfo::DumpFormat;
 use svalbard_core::repo::planets::Connection;
-use tokio::process::Command;
 
 use crate::pg;
+use crate::process::ToolCommand;
 use crate::runner::JobError;
 
 /// Versions found when probing a server, recorded with the backup.
@@ -27,7 +27,7 @@ pub trait Driver: Send + Sync {
     async fn probe(&self, conn: &Connection) -> Result<Probe, JobError>;
 
     /// The dump process: writes the dump to stdout, errors to stderr; secrets never on argv.
-    fn dump(&self, probe: &Probe, conn: &Connection) -> Command;
+    fn dump(&self, probe: &Probe, conn: &Connection) -> ToolCommand;
 
     /// Name of the dump tool, for messages.
     fn dump_tool(&self) -> &'static str;
@@ -45,7 +45,8 @@ pub trait Driver: Send + Sync {
     /// Major version and full version string of the server.
     async fn server_version(&self, conn: &Connection) -> Result<(u32, String), JobError>;
 
-    /// Whether `database` exists, and how many objects it holds.
+    /// Whether `database` exists, and how many objects it holds: everything a restore could
+    /// collide with or an application could depend on, not only tables.
     async fn inspect(&self, conn: &Connection, database: &str) -> Result<Option<i64>, JobError>;
 
     async fn create_database(&self, conn: &Connection, database: &str) -> Result<(), JobError>;
@@ -55,12 +56,13 @@ pub trait Driver: Send + Sync {
     /// Gives `from` the name `to` (which must not exist).
     async fn rename_database(&self, conn: &Connection, from: &str, to: &str) -> Result<(), JobError>;
 
-    /// The process that loads a dump of `kind` from stdin into `database` atomically.
-    fn restore(&self, tool: &Tool, kind: &DumpFormat, conn: &Connection, database: &str) -> Command;
+    /// The process that loads a dump of `kind` from stdin into `database` atomically, and how
+    /// the dump is fed to it.
+    fn restore(&self, tool: &Tool, kind: &DumpFormat, conn: &Connection, database: &str) -> Loader;
 
     /// A process that reads a whole dump of `kind` from stdin and fails if it is damaged;
     /// `None` when decompressing it in full is the only check there is.
-    fn check_whole(&self, tool: &Tool, kind: &DumpFormat) -> Option<Command>;
+    fn check_whole(&self, tool: &Tool, kind: &DumpFormat) -> Option<ToolCommand>;
 
     /// Tables and rows in `database`, counted exactly.
     async fn verify(&self, conn: &Connection, database: &str) -> Result<(i64, i64), JobError>;
@@ -69,6 +71,26 @@ pub trait Driver: Send + Sync {
     /// Without it, `replace` drops and recreates the target before loading.
     fn can_rename(&self) -> bool {
         true
+    }
+}
+
+/// A loading tool and how the dump reaches its stdin.
+pub struct Loader {
+    pub command: ToolCommand,
+    /// Written before the dump (psql's restricted mode).
+    pub prologue: Vec<u8>,
+    /// Rewrites the dump on its way in.
+    pub filter: Option<pg::MetaFilter>,
+}
+
+/// A tool that reads the dump as it is.
+impl From<ToolCommand> for Loader {
+    fn from(command: ToolCommand) -> Self {
+        Self {
+            command,
+            prologue: Vec::new(),
+            filter: None,
+        }
     }
 }
 
@@ -118,6 +140,8 @@ const PG_PERMANENT: &[&str] = &[
     "permission denied",
     "no pg_hba.conf entry",
     "server does not support SSL",
+    // A planet with a password and `sslmode=require` on a server without SCRAM over TLS.
+    "channel binding required",
     "no pg_dump for PostgreSQL",
     "aborting because of server version mismatch",
 ];
@@ -125,10 +149,7 @@ const PG_PERMANENT: &[&str] = &[
 #[async_trait]
 impl Driver for Postgres {
     async fn probe(&self, conn: &Connection) -> Result<Probe, JobError> {
-        let params = Self::params(conn);
-        let (major, full) = pg::server_version(&params)
-            .await
-            .map_err(|e| self.classify(&format!("{e:#}")))?;
+        let (major, full) = self.server_version(conn).await?;
         let roots = self.roots.clone();
         let (dump_tool, tool_version) = tokio::task::spawn_blocking(move || pg::find_pg_dump(&roots, major))
             .await
@@ -141,7 +162,7 @@ impl Driver for Postgres {
         })
     }
 
-    fn dump(&self, probe: &Probe, conn: &Connection) -> Command {
+    fn dump(&self, probe: &Probe, conn: &Connection) -> ToolCommand {
         pg::dump_command(&probe.dump_tool, &Self::params(conn))
     }
 
@@ -175,23 +196,25 @@ impl Driver for Postgres {
                 }
                 Ok(())
             }
-            // A plain dump names no tool version; psql reads any.
-            DumpFormat::PlainSql => Ok(()),
+            // A plain dump names no tool version; psql reads any, if it can read it safely.
+            DumpFormat::PlainSql => pg::check_psql(&pg::psql_beside(&tool.path)),
             DumpFormat::Unknown(seen) => Err(format!("not a recognised archive: {seen}")),
         }
     }
 
     async fn server_version(&self, conn: &Connection) -> Result<(u32, String), JobError> {
-        pg::server_version(&Self::params(conn))
-            .await
-            .map_err(|e| self.classify(&format!("{e:#}")))
+        let out = self.run_admin(conn, pg::VERSION_QUERY).await.map_err(|e| match e {
+            JobError::Permanent(m) => JobError::Permanent(format!("cannot query the server's version: {m}")),
+            JobError::Transient(m) => JobError::Transient(format!("cannot query the server's version: {m}")),
+            incompatible @ JobError::Incompatible(_) => incompatible,
+        })?;
+        pg::parse_server_version(&out).map_err(|e| JobError::Permanent(format!("{e:#}")))
     }
 
     async fn inspect(&self, conn: &Connection, database: &str) -> Result<Option<i64>, JobError> {
         let exists = self
-            .run(
+            .run_admin(
                 conn,
-                "postgres",
                 &format!(
                     "SELECT count(*) FROM pg_database WHERE datname = {}",
                     pg::quote_literal(database)
@@ -201,32 +224,19 @@ impl Driver for Postgres {
         if exists.trim() == "0" {
             return Ok(None);
         }
-        let objects = self
-            .run(
-                conn,
-                database,
-                "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
-                   AND c.relkind IN ('r', 'v', 'm', 'S', 'f', 'p')",
-            )
-            .await?;
+        let objects = self.run(conn, database, PG_OBJECTS).await?;
         Ok(Some(objects.trim().parse().unwrap_or(0)))
     }
 
     async fn create_database(&self, conn: &Connection, database: &str) -> Result<(), JobError> {
-        self.run(
-            conn,
-            "postgres",
-            &format!("CREATE DATABASE {}", pg::quote_ident(database)),
-        )
-        .await
-        .map(|_| ())
+        self.run_admin(conn, &format!("CREATE DATABASE {}", pg::quote_ident(database)))
+            .await
+            .map(|_| ())
     }
 
     async fn drop_database(&self, conn: &Connection, database: &str) -> Result<(), JobError> {
-        self.run(
+        self.run_admin(
             conn,
-            "postgres",
             &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", pg::quote_ident(database)),
         )
         .await
@@ -234,9 +244,8 @@ impl Driver for Postgres {
     }
 
     async fn rename_database(&self, conn: &Connection, from: &str, to: &str) -> Result<(), JobError> {
-        self.run(
+        self.run_admin(
             conn,
-            "postgres",
             &format!(
                 "ALTER DATABASE {} RENAME TO {}",
                 pg::quote_ident(from),
@@ -247,14 +256,18 @@ impl Driver for Postgres {
         .map(|_| ())
     }
 
-    fn restore(&self, tool: &Tool, kind: &DumpFormat, conn: &Connection, database: &str) -> Command {
+    fn restore(&self, tool: &Tool, kind: &DumpFormat, conn: &Connection, database: &str) -> Loader {
         match kind {
-            DumpFormat::PlainSql => pg::sql_restore_command(&Self::on(conn, database)),
-            _ => pg::restore_command(&tool.path, &Self::on(conn, database)),
+            DumpFormat::PlainSql => Loader {
+                command: pg::sql_restore_command(&pg::psql_beside(&tool.path), &Self::on(conn, database)),
+                prologue: pg::restrict_prologue(&pg::restrict_key()),
+                filter: Some(pg::MetaFilter::default()),
+            },
+            _ => pg::restore_command(&tool.path, &Self::on(conn, database)).into(),
         }
     }
 
-    fn check_whole(&self, tool: &Tool, kind: &DumpFormat) -> Option<Command> {
+    fn check_whole(&self, tool: &Tool, kind: &DumpFormat) -> Option<ToolCommand> {
         matches!(kind, DumpFormat::PgCustom(_)).then(|| pg::list_command(&tool.path))
     }
 
@@ -286,6 +299,32 @@ impl Postgres {
             .map_err(|e| self.classify(&format!("{e:#}")))
     }
 
+    /// Runs `sql` on the server rather than in the planet's database: connected to the
+    /// maintenance database `postgres`, else `template1`, else (where a server lets the planet's
+    /// user into its own database only) the planet's database. Probing the version, checking
+    /// whether a database exists and creating one must work when the planet's database is gone:
+    /// that is the restore needed most.
+    async fn run_admin(&self, conn: &Connection, sql: &str) -> Result<String, JobError> {
+        let mut first: Option<String> = None;
+        for db in maintenance_databases(&conn.database) {
+            match pg::psql(&Self::on(conn, db), sql).await {
+                Ok(out) => return Ok(out),
+                Err(e) => {
+                    let m = format!("{e:#}");
+                    let refused_here = m.contains(&format!("\"{db}\""))
+                        && (m.contains("does not exist")
+                            || m.contains("pg_hba.conf")
+                            || m.contains("permission denied"));
+                    let m = first.get_or_insert(m).clone();
+                    if !refused_here {
+                        return Err(self.classify(&m));
+                    }
+                }
+            }
+        }
+        Err(self.classify(&first.unwrap_or_default()))
+    }
+
     fn classify(&self, message: &str) -> JobError {
         let message = if message.contains("password authentication failed") || message.contains("no password supplied")
         {
@@ -300,6 +339,34 @@ impl Postgres {
         }
     }
 }
+
+/// The databases [`Postgres::run_admin`] tries, in order.
+fn maintenance_databases(planet: &str) -> Vec<&str> {
+    let mut out = vec!["postgres", "template1"];
+    if !out.contains(&planet) {
+        out.push(planet);
+    }
+    out
+}
+
+/// Objects of a PostgreSQL database that make it not empty: relations, schemas other than
+/// `public`, functions and procedures, types of its own (domains, enums, ranges, composite and
+/// base types, not the row and array types that come with tables), extensions other than the
+/// built-in `plpgsql`, and large objects.
+const PG_OBJECTS: &str = "SELECT
+    (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+        AND n.nspname NOT LIKE 'pg_temp%' AND c.relkind IN ('r', 'v', 'm', 'S', 'f', 'p', 'c'))
+  + (SELECT count(*) FROM pg_namespace
+      WHERE nspname NOT IN ('public', 'pg_catalog', 'information_schema')
+        AND nspname NOT LIKE 'pg_toast%' AND nspname NOT LIKE 'pg_temp%')
+  + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+      WHERE n.nspname NOT IN ('pg_catalog', 'information_schema'))
+  + (SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+      WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+        AND t.typtype IN ('b', 'd', 'e', 'r') AND t.typcategory <> 'A')
+  + (SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql')
+  + (SELECT count(*) FROM pg_largeobject_metadata)";
 
 /// MySQL and MariaDB.
 pub struct Mysql;
@@ -347,6 +414,8 @@ const MYSQL_PERMANENT: &[&str] = &[
     "is not allowed to connect",
     "authentication failed",
     "is not installed",
+    // `require` and stricter against a server without TLS or with an untrusted certificate.
+    "TLS/SSL error",
 ];
 
 #[async_trait]
@@ -362,7 +431,7 @@ impl Driver for Mysql {
         })
     }
 
-    fn dump(&self, probe: &Probe, conn: &Connection) -> Command {
+    fn dump(&self, probe: &Probe, conn: &Connection) -> ToolCommand {
         crate::mysql::dump_command(&probe.dump_tool, &Self::on(conn, &conn.database))
     }
 
@@ -432,9 +501,12 @@ impl Driver for Mysql {
             .run(
                 conn,
                 None,
+                // Tables and views, routines, events and triggers.
                 &format!(
                     "SELECT (SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {lit})
-                          + (SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {lit})"
+                          + (SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {lit})
+                          + (SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {lit})
+                          + (SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = {lit})"
                 ),
             )
             .await?;
@@ -465,11 +537,11 @@ impl Driver for Mysql {
         false
     }
 
-    fn restore(&self, tool: &Tool, _kind: &DumpFormat, conn: &Connection, database: &str) -> Command {
-        crate::mysql::restore_command(&tool.path, &Self::on(conn, database))
+    fn restore(&self, tool: &Tool, _kind: &DumpFormat, conn: &Connection, database: &str) -> Loader {
+        crate::mysql::restore_command(&tool.path, &Self::on(conn, database)).into()
     }
 
-    fn check_whole(&self, _: &Tool, _: &DumpFormat) -> Option<Command> {
+    fn check_whole(&self, _: &Tool, _: &DumpFormat) -> Option<ToolCommand> {
         None
     }
 

@@ -6,7 +6,8 @@ use std::process::Stdio;
 
 use anyhow::Context as _;
 use secrecy::{ExposeSecret as _, SecretString};
-use tokio::process::Command;
+
+use crate::process::ToolCommand;
 
 #[derive(Debug, Clone)]
 pub struct ConnParams {
@@ -41,11 +42,10 @@ pub fn client_tool() -> anyhow::Result<PathBuf> {
 
 /// `--version` of a tool, e.g. `mariadb-dump  Ver 10.19 Distrib 10.11.19-MariaDB, ...` → `10.11.19-MariaDB`.
 pub fn tool_version(bin: &Path) -> anyhow::Result<String> {
-    let out = std::process::Command::new(bin)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let mut cmd = ToolCommand::new(bin);
+    cmd.arg("--version");
+    let out = cmd.output_blocking()?;
+    let text = String::from_utf8_lossy(&out);
     Ok(text
         .split_once("Distrib ")
         .map(|(_, rest)| rest.split([',', ' ']).next().unwrap_or_default().to_owned())
@@ -53,31 +53,39 @@ pub fn tool_version(bin: &Path) -> anyhow::Result<String> {
         .unwrap_or_else(|| text.trim().to_owned()))
 }
 
-fn apply_conn(cmd: &mut Command, conn: &ConnParams) {
+/// Connection options shared by every MariaDB tool. Option files come first on the command
+/// line or not at all, so every builder starts with `--no-defaults` before calling this.
+fn apply_conn(cmd: &mut ToolCommand, conn: &ConnParams) {
     let host = conn.hostaddr.map_or_else(|| conn.host.clone(), |a| a.to_string());
     cmd.arg(format!("--host={host}"))
         .arg(format!("--port={}", conn.port))
         .arg(format!("--user={}", conn.user))
         .arg("--protocol=TCP")
-        .env_remove("MYSQL_HOST")
-        .env_remove("MYSQL_TCP_PORT")
-        .kill_on_drop(true);
-    match conn.sslmode.as_str() {
-        "disable" | "allow" | "prefer" | "" => cmd.arg("--skip-ssl"),
-        "verify-full" => cmd.args(["--ssl", "--ssl-verify-server-cert"]),
-        _ => cmd.arg("--ssl"),
-    };
-    match &conn.password {
-        Some(p) => cmd.env("MYSQL_PWD", p.expose_secret()),
-        None => cmd.env_remove("MYSQL_PWD"),
-    };
+        .host(&host);
+    cmd.args(tls_args(&conn.sslmode));
+    if let Some(p) = &conn.password {
+        cmd.env("MYSQL_PWD", p.expose_secret());
+    }
+}
+
+/// The client's TLS options for a PostgreSQL-style `sslmode`. The MariaDB 10.x client's `--ssl`
+/// uses TLS when the server offers it and goes on without it otherwise, which is what `allow`
+/// and `prefer` mean. It has no option that insists on TLS without checking the certificate, so
+/// `require` verifies the certificate too (as `verify-ca` and `verify-full` do): a server
+/// without TLS, or with a certificate the worker's trust store does not accept, is refused
+/// rather than sent the password in clear text.
+fn tls_args(sslmode: &str) -> &'static [&'static str] {
+    match sslmode {
+        "disable" => &["--skip-ssl"],
+        "allow" | "prefer" | "" => &["--ssl"],
+        _ => &["--ssl", "--ssl-verify-server-cert"],
+    }
 }
 
 /// A consistent dump of one InnoDB database, with routines, triggers and events, restorable
 /// under another name (no `CREATE DATABASE` in it).
-pub fn dump_command(bin: &Path, conn: &ConnParams) -> Command {
-    let mut cmd = Command::new(bin);
-    // Option files come first on the command line or not at all.
+pub fn dump_command(bin: &Path, conn: &ConnParams) -> ToolCommand {
+    let mut cmd = ToolCommand::new(bin);
     cmd.arg("--no-defaults");
     apply_conn(&mut cmd, conn);
     cmd.args([
@@ -100,27 +108,38 @@ pub fn dump_command(bin: &Path, conn: &ConnParams) -> Command {
 }
 
 /// The client reading SQL from stdin into `conn.database`, stopping at the first error.
-pub fn restore_command(bin: &Path, conn: &ConnParams) -> Command {
-    let mut cmd = Command::new(bin);
+///
+/// A dump is data: `--binary-mode` turns off every client command in piped input except
+/// `DELIMITER` and `\C` (so no `\!`, `system`, `source`, `tee`, `connect` to another host),
+/// and `--sandbox` refuses whatever would still reach the worker's file system.
+pub fn restore_command(bin: &Path, conn: &ConnParams) -> ToolCommand {
+    let mut cmd = ToolCommand::new(bin);
     cmd.arg("--no-defaults");
     apply_conn(&mut cmd, conn);
-    cmd.args(["--connect-timeout=10", "--default-character-set=utf8mb4", "--batch"])
-        .arg(format!("--database={}", conn.database))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "--connect-timeout=10",
+        "--default-character-set=utf8mb4",
+        "--batch",
+        "--binary-mode",
+        "--sandbox",
+    ])
+    .arg(format!("--database={}", conn.database))
+    .stdin(Stdio::piped())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
     cmd
 }
 
 /// Runs SQL and returns tab-separated rows without headers.
 pub async fn query(conn: &ConnParams, database: Option<&str>, sql: &str) -> anyhow::Result<String> {
-    let mut cmd = Command::new(client_tool()?);
+    let mut cmd = ToolCommand::new(client_tool()?);
     cmd.arg("--no-defaults");
     apply_conn(&mut cmd, conn);
     cmd.args([
         "--connect-timeout=10",
         "--batch",
         "--skip-column-names",
+        "--sandbox",
         "--execute",
         sql,
     ]);
@@ -198,5 +217,31 @@ mod tests {
             .collect();
         assert!(!args.iter().any(|a| a.contains("s3cret")));
         assert!(args.contains(&"--single-transaction".to_owned()) && args.contains(&"--routines".to_owned()));
+    }
+
+    #[test]
+    fn tls_when_offered_and_verified_when_required() {
+        assert_eq!(tls_args("disable"), ["--skip-ssl"]);
+        assert_eq!(tls_args("prefer"), ["--ssl"]);
+        assert_eq!(tls_args("allow"), ["--ssl"]);
+        for strict in ["require", "verify-ca", "verify-full"] {
+            assert_eq!(tls_args(strict), ["--ssl", "--ssl-verify-server-cert"], "{strict}");
+        }
+        let conn = ConnParams {
+            host: "db".into(),
+            port: 3306,
+            database: "app".into(),
+            user: "u".into(),
+            password: None,
+            sslmode: "prefer".into(),
+            hostaddr: None,
+        };
+        let args: Vec<String> = restore_command(Path::new("mariadb"), &conn)
+            .as_std()
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(args[0], "--no-defaults");
+        assert!(args.contains(&"--sandbox".to_owned()) && args.contains(&"--binary-mode".to_owned()));
     }
 }

@@ -5,9 +5,8 @@ use std::process::Stdio;
 
 use anyhow::{Context as _, bail};
 use secrecy::{ExposeSecret as _, SecretString};
-use tokio::process::Command;
 
-use crate::process::ProcessStream;
+use crate::process::{ProcessStream, ToolCommand};
 
 /// Where Debian-style packages install one folder per major version (`<root>/<major>/bin`).
 pub const DEFAULT_PG_ROOTS: &[&str] = &["/usr/lib/postgresql"];
@@ -30,8 +29,9 @@ pub struct ConnParams {
 const CONNECT_TIMEOUT_SECS: &str = "10";
 
 /// Connection settings shared by every libpq client we start. The password travels in the
-/// environment because argv is visible to every user of the machine.
-fn apply_conn(cmd: &mut Command, conn: &ConnParams) {
+/// tool's own environment because argv is visible to every user of the machine; nothing else
+/// of the worker's environment reaches the tool (see [`ToolCommand`]).
+fn apply_conn(cmd: &mut ToolCommand, conn: &ConnParams) {
     cmd.arg("--host")
         .arg(&conn.host)
         .arg("--port")
@@ -44,25 +44,38 @@ fn apply_conn(cmd: &mut Command, conn: &ConnParams) {
         .arg(format!("dbname={}", conninfo_quote(&conn.database)))
         .env("PGCONNECT_TIMEOUT", CONNECT_TIMEOUT_SECS)
         .env("PGAPPNAME", "svalbard-worker")
-        // Inherited settings meant for the control database must not reach a tenant's server.
-        .env_remove("PGSERVICE")
-        .env_remove("PGOPTIONS")
-        .env_remove("PGDATABASE")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    match conn.hostaddr {
-        Some(addr) => cmd.env("PGHOSTADDR", addr.to_string()),
-        None => cmd.env_remove("PGHOSTADDR"),
-    };
-    if conn.sslmode.is_empty() {
-        cmd.env_remove("PGSSLMODE");
-    } else {
+        .host(&conn.host);
+    if let Some(addr) = conn.hostaddr {
+        cmd.env("PGHOSTADDR", addr.to_string());
+    }
+    if !conn.sslmode.is_empty() {
         cmd.env("PGSSLMODE", &conn.sslmode);
     }
-    match &conn.password {
-        Some(pw) => cmd.env("PGPASSWORD", pw.expose_secret()),
-        None => cmd.env_remove("PGPASSWORD"),
-    };
+    if let Some(pw) = &conn.password {
+        cmd.env("PGPASSWORD", pw.expose_secret());
+        for (key, value) in password_guard(&conn.sslmode) {
+            cmd.env(key, value);
+        }
+    }
+}
+
+/// Settings that keep libpq from handing the planet's password to a server that asks for it in
+/// clear text or as an MD5 hash.
+///
+/// - `PGREQUIREAUTH` (libpq 16 and later): refuse the `password` and `md5` methods; SCRAM,
+///   certificates, GSS and servers that ask for nothing still work. libpq 15 ignores the
+///   variable: it has no way to refuse a method by name.
+/// - `PGCHANNELBINDING=require` (libpq 13 and later), when TLS is required but the server's
+///   certificate is not verified (`require`): only SCRAM with channel binding is accepted, so
+///   a machine in the middle that terminates TLS cannot ask for the password. It needs TLS and
+///   SCRAM on the server, which `require` promises the first of; with `verify-ca` and
+///   `verify-full` the server is already authenticated by its certificate.
+fn password_guard(sslmode: &str) -> Vec<(&'static str, &'static str)> {
+    let mut out = vec![("PGREQUIREAUTH", "!password,!md5")];
+    if sslmode == "require" {
+        out.push(("PGCHANNELBINDING", "require"));
+    }
+    out
 }
 
 /// Quotes a value for a libpq connection string.
@@ -79,14 +92,21 @@ fn conninfo_quote(value: &str) -> String {
     out
 }
 
-/// The server's major version and full version string (`15.20 (Debian 15.20-0+deb12u1)`).
+/// Asks for the server's version: `server_version_num|server_version`.
+pub const VERSION_QUERY: &str =
+    "SELECT current_setting('server_version_num') || '|' || current_setting('server_version')";
+
+/// The server's major version and full version string, asked in `conn.database`.
 pub async fn server_version(conn: &ConnParams) -> anyhow::Result<(u32, String)> {
-    let out = psql(
-        conn,
-        "SELECT current_setting('server_version_num') || '|' || current_setting('server_version')",
-    )
-    .await
-    .context("cannot query the server's version")?;
+    let out = psql(conn, VERSION_QUERY)
+        .await
+        .context("cannot query the server's version")?;
+    parse_server_version(&out)
+}
+
+/// The server's major version and full version string (`15.20 (Debian 15.20-0+deb12u1)`), from
+/// the answer to [`VERSION_QUERY`].
+pub fn parse_server_version(out: &str) -> anyhow::Result<(u32, String)> {
     let Some((num, full)) = out.split_once('|') else {
         bail!("unexpected answer of psql to the version query: {out:?}");
     };
@@ -155,15 +175,12 @@ pub fn find_pg_dump(roots: &[String], server_major: u32) -> anyhow::Result<(Path
 /// Major version and version string of a PostgreSQL client tool, from `--version`
 /// (`pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)` gives 15 and `15.20`).
 fn tool_version(bin: &Path) -> anyhow::Result<(u32, String)> {
-    let out = std::process::Command::new(bin)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run {}", bin.display()))?;
-    if !out.status.success() {
-        bail!("{} --version failed", bin.display());
-    }
-    parse_tool_version(&String::from_utf8_lossy(&out.stdout))
+    let mut cmd = ToolCommand::new(bin);
+    cmd.arg("--version");
+    let out = cmd
+        .output_blocking()
+        .with_context(|| format!("cannot run {} --version", bin.display()))?;
+    parse_tool_version(&String::from_utf8_lossy(&out))
 }
 
 fn parse_tool_version(text: &str) -> anyhow::Result<(u32, String)> {
@@ -184,8 +201,8 @@ fn which(name: &str) -> Option<PathBuf> {
 
 /// `pg_dump` in custom format without its own compression (zstd does that, much faster),
 /// stdout and stderr piped, killed when dropped.
-pub fn dump_command(bin: &Path, conn: &ConnParams) -> Command {
-    let mut cmd = Command::new(bin);
+pub fn dump_command(bin: &Path, conn: &ConnParams) -> ToolCommand {
+    let mut cmd = ToolCommand::new(bin);
     cmd.args(["--format=custom", "--compress=0", "--no-password"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -195,8 +212,8 @@ pub fn dump_command(bin: &Path, conn: &ConnParams) -> Command {
 
 /// `pg_restore` of a custom-format dump read from stdin into `conn.database`, in one
 /// transaction that rolls back on the first error, so a failed restore leaves the target as it was.
-pub fn restore_command(bin: &Path, conn: &ConnParams) -> Command {
-    let mut cmd = Command::new(bin);
+pub fn restore_command(bin: &Path, conn: &ConnParams) -> ToolCommand {
+    let mut cmd = ToolCommand::new(bin);
     cmd.args([
         "--single-transaction",
         "--exit-on-error",
@@ -213,8 +230,8 @@ pub fn restore_command(bin: &Path, conn: &ConnParams) -> Command {
 
 /// `pg_restore --list` reading a custom-format dump from stdin: reads the whole archive's table
 /// of contents, so a damaged archive fails here, before any target is touched.
-pub fn list_command(bin: &Path) -> Command {
-    let mut cmd = Command::new(bin);
+pub fn list_command(bin: &Path) -> ToolCommand {
+    let mut cmd = ToolCommand::new(bin);
     cmd.arg("--list")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -223,21 +240,182 @@ pub fn list_command(bin: &Path) -> Command {
 }
 
 /// `psql` loading a plain SQL dump from stdin in one transaction that stops at the first error.
-pub fn sql_restore_command(conn: &ConnParams) -> Command {
-    let mut cmd = Command::new("psql");
+///
+/// The dump is read through `-f -`, not as bare stdin: psql applies `--single-transaction` only
+/// to `-c` and `-f`, so without it a failed load would leave its first half behind. The stream
+/// must start with [`restrict_prologue`], so that none of psql's own commands (`\!`, `\o |`,
+/// `\copy … program`, `\connect`, backticks, ...) can run: a dump is data, and the worker that
+/// reads it holds the platform's secrets.
+pub fn sql_restore_command(psql: &Path, conn: &ConnParams) -> ToolCommand {
+    let mut cmd = ToolCommand::new(psql);
     cmd.args([
         "--no-psqlrc",
         "--quiet",
         "--single-transaction",
         "--no-password",
-        "-v",
-        "ON_ERROR_STOP=1",
+        "--set=ON_ERROR_STOP=1",
+        "--file=-",
     ])
     .stdout(Stdio::null())
     .stderr(Stdio::piped());
     apply_conn(&mut cmd, conn);
     cmd.stdin(Stdio::piped());
     cmd
+}
+
+/// The `psql` that loads plain SQL: the one beside the chosen `pg_restore`, else the one on PATH.
+#[must_use]
+pub fn psql_beside(pg_restore: &Path) -> PathBuf {
+    let beside = pg_restore.with_file_name("psql");
+    if beside.is_file() {
+        beside
+    } else {
+        which("psql").unwrap_or_else(|| PathBuf::from("psql"))
+    }
+}
+
+/// The first release of each major version whose psql has `\restrict` (August 2025); every
+/// major version after 17 has it from the start.
+const RESTRICT_SINCE: &[(u32, u32)] = &[(13, 22), (14, 19), (15, 14), (16, 10), (17, 6)];
+
+/// Whether a psql of `version` (`15.20`, `18.1`, `17beta1`) has restricted mode.
+#[must_use]
+pub fn psql_can_restrict(version: &str) -> bool {
+    let mut parts = version.split(|c: char| !c.is_ascii_digit());
+    let Some(major) = parts.next().and_then(|p| p.parse::<u32>().ok()) else {
+        return false;
+    };
+    let minor = parts.next().and_then(|p| p.parse::<u32>().ok()).unwrap_or(0);
+    if major > 17 {
+        return true;
+    }
+    RESTRICT_SINCE
+        .iter()
+        .any(|&(m, since)| m == major && minor >= since && version.contains('.'))
+}
+
+/// Checks that `psql` can load plain SQL safely: Err names what is missing.
+pub fn check_psql(psql: &Path) -> Result<(), String> {
+    let (_, version) = tool_version(psql).map_err(|e| format!("plain SQL needs psql, which cannot run: {e:#}"))?;
+    if psql_can_restrict(&version) {
+        Ok(())
+    } else {
+        Err(format!(
+            "restoring plain SQL needs a psql with restricted mode (\\restrict: 13.22, 14.19, 15.14, 16.10, 17.6 \
+             or later); this worker has psql {version}; upload a custom-format dump (pg_dump -Fc) instead"
+        ))
+    }
+}
+
+/// A random key for `\restrict`: 40 letters and digits from the thread's CSPRNG, new for every
+/// load, so that a dump cannot contain the `\unrestrict` that ends restricted mode.
+#[must_use]
+pub fn restrict_key() -> String {
+    use rand::Rng as _;
+    rand::thread_rng()
+        .sample_iter(&rand::distributions::Alphanumeric)
+        .take(40)
+        .map(char::from)
+        .collect()
+}
+
+/// What psql reads before the dump: restricted mode, left only by a key the dump cannot know.
+#[must_use]
+pub fn restrict_prologue(key: &str) -> Vec<u8> {
+    format!("\\restrict {key}\n").into_bytes()
+}
+
+/// The longest line judged as a possible `\restrict` / `\unrestrict` line of the dump itself.
+const META_LINE: usize = 512;
+
+/// Removes the dump's own `\restrict KEY` and `\unrestrict KEY` lines (pg_dump writes them
+/// into plain dumps since the releases in [`RESTRICT_SINCE`]): under the worker's restricted
+/// mode psql would refuse the first and fail on the second. Nothing else is changed. Removing
+/// lines can only take commands away, and the worker's own key never appears in the output,
+/// so a dump stays restricted whatever it contains.
+#[derive(Default)]
+pub struct MetaFilter {
+    state: LineState,
+}
+
+#[derive(Default)]
+enum LineState {
+    /// At the start of a line.
+    #[default]
+    Start,
+    /// A line starting with a backslash, kept until it ends or grows too long to be one of ours.
+    Held(Vec<u8>),
+    /// Inside a line that is passed on as it is.
+    Pass,
+}
+
+impl MetaFilter {
+    /// Filters one chunk of the dump into `out`.
+    pub fn push(&mut self, mut input: &[u8], out: &mut Vec<u8>) {
+        while !input.is_empty() {
+            match &mut self.state {
+                LineState::Pass => match input.iter().position(|&b| b == b'\n') {
+                    Some(i) => {
+                        out.extend_from_slice(&input[..=i]);
+                        input = &input[i + 1..];
+                        self.state = LineState::Start;
+                    }
+                    None => {
+                        out.extend_from_slice(input);
+                        return;
+                    }
+                },
+                LineState::Start => {
+                    self.state = if input[0] == b'\\' {
+                        LineState::Held(Vec::new())
+                    } else {
+                        LineState::Pass
+                    };
+                }
+                LineState::Held(held) => {
+                    let room = META_LINE.saturating_sub(held.len());
+                    match input.iter().take(room).position(|&b| b == b'\n') {
+                        Some(i) => {
+                            held.extend_from_slice(&input[..i]);
+                            if !is_restrict_line(held) {
+                                out.extend_from_slice(held);
+                                out.push(b'\n');
+                            }
+                            input = &input[i + 1..];
+                            self.state = LineState::Start;
+                        }
+                        None if input.len() < room => {
+                            held.extend_from_slice(input);
+                            return;
+                        }
+                        None => {
+                            out.extend_from_slice(held);
+                            self.state = LineState::Pass;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The end of the dump: a held last line without a newline.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if let LineState::Held(held) = std::mem::take(&mut self.state)
+            && !is_restrict_line(&held)
+        {
+            out.extend_from_slice(&held);
+        }
+    }
+}
+
+fn is_restrict_line(line: &[u8]) -> bool {
+    let line = String::from_utf8_lossy(line);
+    let mut words = line.split_whitespace();
+    matches!(words.next(), Some("\\restrict" | "\\unrestrict"))
+        && words
+            .next()
+            .is_some_and(|k| k.chars().all(|c| c.is_ascii_alphanumeric()))
+        && words.next().is_none()
 }
 
 /// The newest installed `pg_restore` (it reads the most archive versions): path, major, version.
@@ -268,7 +446,7 @@ pub fn find_pg_restore(roots: &[String]) -> anyhow::Result<(PathBuf, u32, String
 
 /// Runs one SQL statement with psql and returns its unaligned, tuples-only output.
 pub async fn psql(conn: &ConnParams, sql: &str) -> anyhow::Result<String> {
-    let mut cmd = Command::new("psql");
+    let mut cmd = ToolCommand::new("psql");
     cmd.args([
         "--no-psqlrc",
         "--no-align",
@@ -356,6 +534,84 @@ mod tests {
         assert!(env.contains(&("PGPASSWORD".to_owned(), Some("s3cret".to_owned()))));
         assert!(env.contains(&("PGSSLMODE".to_owned(), Some("require".to_owned()))));
         assert!(env.contains(&("PGCONNECT_TIMEOUT".to_owned(), Some("10".to_owned()))));
+    }
+
+    #[test]
+    fn restricted_mode_is_known_by_release() {
+        for yes in ["15.14", "15.20", "14.19", "13.22", "16.10", "17.6", "18.0", "19beta1"] {
+            assert!(psql_can_restrict(yes), "{yes}");
+        }
+        for no in ["15.13", "14.18", "16.9", "17.5", "12.22", "17beta1", "nonsense"] {
+            assert!(!psql_can_restrict(no), "{no}");
+        }
+        let a = restrict_key();
+        assert_eq!(a.len(), 40);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(a, restrict_key());
+        assert_eq!(restrict_prologue("k"), b"\\restrict k\n");
+    }
+
+    fn filtered(chunks: &[&[u8]]) -> String {
+        let mut f = MetaFilter::default();
+        let mut out = Vec::new();
+        for c in chunks {
+            f.push(c, &mut out);
+        }
+        f.finish(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn the_dumps_own_restrict_lines_go_and_nothing_else_changes() {
+        let dump = "--\n\\restrict AbC123\n\nSET x = 1;\nCOPY t FROM stdin;\n1\t\\\\restrict x\n\\.\n\
+                    \\unrestrict AbC123\n\\! touch /tmp/x\n\\unrestrict bad-key\n\\restrict a b\nlast";
+        let want = "--\n\nSET x = 1;\nCOPY t FROM stdin;\n1\t\\\\restrict x\n\\.\n\\! touch /tmp/x\n\
+                    \\unrestrict bad-key\n\\restrict a b\nlast";
+        assert_eq!(filtered(&[dump.as_bytes()]), want);
+        // Split anywhere, the result is the same.
+        let bytes = dump.as_bytes();
+        for cut in 0..bytes.len() {
+            assert_eq!(filtered(&[&bytes[..cut], &bytes[cut..]]), want, "cut at {cut}");
+        }
+        let one_by_one: Vec<&[u8]> = bytes.chunks(1).collect();
+        assert_eq!(filtered(&one_by_one), want);
+        // A long line that starts with a backslash passes whole.
+        let long = format!("\\{}\nx\n", "a".repeat(5000));
+        assert_eq!(filtered(&[long.as_bytes()]), long);
+        assert_eq!(filtered(&[b"\\unrestrict K"]), "");
+    }
+
+    #[test]
+    fn the_password_is_guarded() {
+        let conn = ConnParams {
+            host: "db.example".to_owned(),
+            port: 5432,
+            database: "app".to_owned(),
+            user: "backup".to_owned(),
+            password: Some(SecretString::from("s3cret")),
+            sslmode: "require".to_owned(),
+            hostaddr: None,
+        };
+        let envs = |c: &ConnParams| -> Vec<(String, String)> {
+            dump_command(Path::new("pg_dump"), c)
+                .as_std()
+                .get_envs()
+                .filter_map(|(k, v)| Some((k.to_string_lossy().into_owned(), v?.to_string_lossy().into_owned())))
+                .collect()
+        };
+        let e = envs(&conn);
+        assert!(e.contains(&("PGREQUIREAUTH".into(), "!password,!md5".into())), "{e:?}");
+        assert!(e.contains(&("PGCHANNELBINDING".into(), "require".into())), "{e:?}");
+        let e = envs(&ConnParams {
+            sslmode: "verify-full".into(),
+            ..conn.clone()
+        });
+        assert!(!e.iter().any(|(k, _)| k == "PGCHANNELBINDING"), "{e:?}");
+        let e = envs(&ConnParams { password: None, ..conn });
+        assert!(
+            !e.iter().any(|(k, _)| k == "PGREQUIREAUTH" || k == "PGPASSWORD"),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use svalbard_core::storage::{Storage, describe};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{self, Driver, Tool};
+use crate::engine::{self, Driver, Loader, Tool};
 use crate::runner::{Handler, JobContext, JobError};
 
 /// How much of the archive is kept to look at the dump's own header.
@@ -75,12 +75,8 @@ impl Handler for RestoreJob {
 /// The database a replacing restore loads before it takes the target's place: unique per
 /// attempt, so two attempts never load the same one, and within PostgreSQL's 63 bytes.
 fn scratch_name(database: &str, restore: RestoreId, attempt: i32) -> String {
-    let mut cut = database.len().min(40);
-    while !database.is_char_boundary(cut) {
-        cut -= 1;
-    }
     let id = restore.0.simple().to_string();
-    format!("{}_svb_{}_{attempt}", &database[..cut], &id[id.len() - 8..])
+    format!("{}_svb_{}_{attempt}", prefix_of(database, 40), &id[id.len() - 8..])
 }
 
 enum Refusal {
@@ -129,13 +125,20 @@ impl RestoreJob {
             Some(&row.target_database),
         )
         .await?;
-        let driver: Box<dyn Driver> = engine::driver(
-            engine
-                .parse()
-                .map_err(|_| JobError::Permanent("unknown engine".into()))?,
-            &self.config.pg_bin_roots,
-        );
+        let engine: svalbard_core::domain::Engine = engine
+            .parse()
+            .map_err(|_| JobError::Permanent("unknown engine".into()))?;
+        let driver: Box<dyn Driver> = engine::driver(engine, &self.config.pg_bin_roots);
         let tool: Tool = driver.restore_tool()?;
+
+        // The target must be the planet's database or one derived from it, checked again here
+        // because the planet may have changed since the restore was asked for.
+        svalbard_core::restore::check_target(engine, &conn.database, &row.target_database).map_err(|why| {
+            JobError::Permanent(format!(
+                "the target database {} is not allowed: {why}; the target was not touched",
+                row.target_database
+            ))
+        })?;
 
         // 1. Integrity, before the target is touched: a stored archive must hash to what the
         //    catalog recorded; an upload must decompress in full (frame checksums) and, for
@@ -160,7 +163,7 @@ impl RestoreJob {
             self.feed(
                 &key,
                 &detected.container,
-                driver.check_whole(&tool, &detected.dump),
+                driver.check_whole(&tool, &detected.dump).map(Into::into),
                 true,
                 cancel,
             )
@@ -311,27 +314,44 @@ impl RestoreJob {
         &self,
         key: &str,
         container: &Container,
-        consumer: Option<tokio::process::Command>,
+        consumer: Option<Loader>,
         checking: bool,
         cancel: &CancellationToken,
     ) -> Result<(), JobError> {
         let body = self.open(key).await?.into_async_read();
-        let mut child = match consumer {
-            Some(mut cmd) => Some(
-                cmd.kill_on_drop(true)
-                    .spawn()
-                    .map_err(|e| JobError::Permanent(format!("cannot start the restore tool: {e}")))?,
+        let (mut running, prologue, mut filter) = match consumer {
+            Some(loader) => (
+                Some(
+                    loader
+                        .command
+                        .spawn_within(crate::process::STREAM_DEADLINE)
+                        .map_err(|e| JobError::Permanent(format!("cannot start the restore tool: {e}")))?,
+                ),
+                loader.prologue,
+                loader.filter,
             ),
-            None => None,
+            None => (None, Vec::new(), None),
         };
-        let mut stdin = child.as_mut().and_then(|c| c.stdin.take());
-        let errors = child.as_mut().and_then(|c| c.stderr.take()).map(|mut stderr| {
+        let deadline = running.as_ref().map(|r| tokio::time::Instant::now() + r.deadline);
+        let host = running.as_ref().map(|r| r.host.clone()).unwrap_or_default();
+        let mut stdin = running.as_mut().and_then(|r| r.child.stdin.take());
+        let errors = running.as_mut().and_then(|r| r.child.stderr.take()).map(|mut stderr| {
             tokio::spawn(async move {
-                let mut text = String::new();
-                let _ = (&mut stderr).take(16 * 1024).read_to_string(&mut text).await;
-                text
+                let mut kept = Vec::new();
+                let _ = (&mut stderr).take(16 * 1024).read_to_end(&mut kept).await;
+                // The rest is drained, so the tool never blocks on a full pipe.
+                let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
+                String::from_utf8_lossy(&kept).into_owned()
             })
         });
+        // The prologue (psql's restricted mode) goes in before any byte of the dump, or nothing does.
+        let mut fed: Result<(), JobError> = Ok(());
+        if let Some(input) = stdin.as_mut()
+            && !prologue.is_empty()
+            && let Err(e) = input.write_all(&prologue).await
+        {
+            fed = Err(JobError::Permanent(format!("the restore tool stopped reading: {e}")));
+        }
         // Decompression runs on a blocking thread; zstd skips the Svalbard header frame itself.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
         let container = container.clone();
@@ -354,11 +374,36 @@ impl RestoreJob {
                 }
             }
         });
-        let mut fed: Result<(), JobError> = Ok(());
-        loop {
+        let mut filtered = Vec::new();
+        let past_deadline = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(past_deadline);
+        while fed.is_ok() {
             let chunk = tokio::select! {
                 () = cancel.cancelled() => { fed = Err(JobError::Transient("the restore was cancelled".into())); break; }
+                () = &mut past_deadline => {
+                    fed = Err(JobError::Permanent("the restore tool did not finish within its deadline and was stopped".into()));
+                    break;
+                }
                 c = rx.recv() => c,
+            };
+            let chunk = match (chunk, filter.as_mut()) {
+                (Some(Ok(bytes)), Some(f)) => {
+                    filtered.clear();
+                    f.push(&bytes, &mut filtered);
+                    Some(Ok(std::mem::take(&mut filtered)))
+                }
+                (None, Some(f)) => {
+                    filtered.clear();
+                    f.finish(&mut filtered);
+                    filter = None;
+                    Some(Ok(std::mem::take(&mut filtered)))
+                }
+                (other, _) => other,
             };
             match chunk {
                 None => break,
@@ -385,28 +430,49 @@ impl RestoreJob {
         drop(rx);
         drop(stdin);
         let _ = decoder.await;
-        let Some(mut child) = child else { return fed };
+        let Some(mut running) = running else { return fed };
         if fed.is_err() {
             // Killing the tool before it commits rolls its single transaction back.
-            let _ = child.start_kill();
+            let _ = running.child.start_kill();
         }
-        let status = child.wait().await.map_err(transient)?;
+        let status = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, running.child.wait()).await {
+                Ok(s) => s.map_err(transient)?,
+                Err(_) => {
+                    let _ = running.child.start_kill();
+                    let _ = running.child.wait().await;
+                    return Err(JobError::Permanent(
+                        "the restore tool did not finish within its deadline and was stopped; nothing was committed"
+                            .into(),
+                    ));
+                }
+            },
+            None => running.child.wait().await.map_err(transient)?,
+        };
         let stderr = match errors {
             Some(t) => t.await.unwrap_or_default(),
             None => String::new(),
         };
+        // The tool's full message goes to the log; the restore's message gets an excerpt.
+        let said = crate::process::report_failure("the restore tool", &stderr, &host);
         match (fed, status.success()) {
-            (Err(JobError::Permanent(m)), _) if !stderr.trim().is_empty() => {
-                Err(JobError::Permanent(format!("{m}: {}", stderr.trim())))
-            }
+            (Err(JobError::Permanent(m)), _) if !said.is_empty() => Err(JobError::Permanent(format!("{m}: {said}"))),
             (Err(e), _) => Err(e),
             (Ok(()), true) => Ok(()),
             (Ok(()), false) => Err(JobError::Permanent(format!(
-                "the restore tool failed ({status}); nothing was committed: {}",
-                stderr.trim()
+                "the restore tool failed ({status}); nothing was committed: {said}"
             ))),
         }
     }
+}
+
+/// The longest start of `name` of at most `max` bytes that ends on a character boundary.
+fn prefix_of(name: &str, max: usize) -> &str {
+    let mut end = name.len().min(max);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
 }
 
 /// Why a file cannot be restored: another version is needed, or it is not an archive at all.

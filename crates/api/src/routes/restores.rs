@@ -41,7 +41,10 @@ pub struct RestoreOptions {
 pub struct CreateRestore {
     /// A planet of the same tenant and engine; defaults to the backup's planet.
     pub target_planet_id: Option<PlanetId>,
-    /// Database to restore into; defaults to the target planet's database.
+    /// Database to restore into; defaults to the target planet's database. Either that
+    /// database or a name derived from it, `<database>_<suffix>` (suffix: 1 to 32 lowercase
+    /// letters, digits or underscores; at most 63 bytes in all); never a template or the
+    /// server's maintenance database (400 naming `targetDatabase`).
     pub target_database: Option<String>,
     /// Drop and recreate the target database first (admin). Without it the target must be
     /// empty or absent (then it is created).
@@ -131,7 +134,8 @@ async fn restore_backup(
 #[derive(Debug, Default, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UploadOptions {
-    /// Database to restore into; defaults to the planet's database.
+    /// Database to restore into; defaults to the planet's database. Either that database or
+    /// `<database>_<suffix>`, as for the restore of a stored backup.
     pub target_database: Option<String>,
     /// Drop and recreate the target first (admin).
     #[serde(default)]
@@ -274,6 +278,20 @@ async fn restore_upload(
                 ))
                 .json(r))
         }
+        // The options arrive as a form field: name the field as it was sent.
+        Err(svalbard_core::Error::Validation(errors)) => Err(cleanup(ApiError::Validation(
+            errors
+                .into_iter()
+                .map(|f| {
+                    if f.field == "targetDatabase" {
+                        FieldError::new("options.targetDatabase", f.message)
+                    } else {
+                        f
+                    }
+                })
+                .collect(),
+        ))
+        .await),
         Err(e) => Err(cleanup(e.into()).await),
     }
 }

@@ -113,7 +113,7 @@ async fn mariadb_backup_and_restore_round_trip_with_routines_and_triggers() {
         String::from_utf8_lossy(&sql[..60])
     );
 
-    let target = fresh("myr");
+    let target = format!("{src}_r");
     let r = env.restore(&id, &env.token, json!({ "targetDatabase": target })).await;
     assert_eq!(r.status, 202, "{}", r.text);
     let done = env.restore_outcome(&r.header("location").unwrap()).await;
@@ -175,7 +175,7 @@ async fn mariadb_wrong_password_and_corrupted_archive_are_refused() {
         false,
     )
     .await;
-    let target = fresh("myc");
+    let target = format!("{src}_c");
     let r = env.restore(&id, &env.token, json!({ "targetDatabase": target })).await;
     let done = env.restore_outcome(&r.header("location").unwrap()).await;
     assert_eq!(done["status"], "failed");
@@ -217,7 +217,7 @@ async fn mariadb_uploads_restore_and_a_dump_from_a_newer_server_is_incompatible(
     let dump = out.stdout;
 
     // A zstd-compressed plain dump restores.
-    let target = fresh("myu");
+    let target = format!("{src}_u");
     let r = env
         .upload(
             &planet,
@@ -241,7 +241,7 @@ async fn mariadb_uploads_restore_and_a_dump_from_a_newer_server_is_incompatible(
         .unwrap()
         .to_owned();
     let newer = text.replacen(&line, "-- Server version\t99.1.0-MariaDB", 1);
-    let target2 = fresh("myn");
+    let target2 = format!("{src}_n");
     let r = env
         .upload(
             &planet,

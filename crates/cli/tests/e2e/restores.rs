@@ -58,10 +58,8 @@ async fn a_backup_restores_into_a_new_database_with_equal_rows() {
     let env = Env::new().await;
     let (stop, worker) = env.worker();
     let (src, planet, backup) = env.backed_up(5_000).await;
-    let target = format!(
-        "svalbard_t_restored_{}",
-        &uuid::Uuid::now_v7().simple().to_string()[20..]
-    );
+    // A name derived from the planet's database, as restore targets must be.
+    let target = format!("{src}_restored");
     let r = env
         .restore(&backup, &env.token, json!({ "targetDatabase": target }))
         .await;
@@ -152,7 +150,7 @@ async fn a_dump_from_a_newer_pg_dump_is_incompatible_and_names_the_version() {
         true,
     )
     .await;
-    let target = format!("svalbard_t_newer_{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    let target = format!("{src}_newer");
     let r = env
         .restore(&backup, &env.token, json!({ "targetDatabase": target }))
         .await;

@@ -77,10 +77,6 @@ impl Env {
     }
 }
 
-fn fresh_name(hint: &str) -> String {
-    format!("svalbard_t_{hint}_{}", &uuid::Uuid::now_v7().simple().to_string()[20..])
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_of_every_accepted_kind_restore() {
     let env = Env::new().await;
@@ -99,8 +95,8 @@ async fn uploads_of_every_accepted_kind_restore() {
         ("file", "app.dump", pg_dump(&src, &["-Fc"])),
         ("archive", "app.sql.gz", gzip(&pg_dump(&src, &[]))),
     ];
-    for (field, name, data) in kinds {
-        let target = fresh_name("upl");
+    for (i, (field, name, data)) in kinds.into_iter().enumerate() {
+        let target = format!("{src}_upl{i}");
         let r = env
             .upload(
                 &planet,

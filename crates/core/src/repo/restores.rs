@@ -144,6 +144,11 @@ pub async fn create_with_id(
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(Error::NotFound("planet"))?;
+    if let (Some(target), Ok(engine)) = (&new.target_database, engine.parse())
+        && let Err(why) = crate::restore::check_target(engine, &database, target)
+    {
+        return Err(Error::invalid("targetDatabase", why));
+    }
     if let Some(backup) = new.source_backup {
         let (backup_engine, status): (String, String) = sqlx::query_as(
             "SELECT engine, status FROM backups WHERE tenant_id = $1 AND project_id = $2 AND id = $3 FOR SHARE",
