@@ -187,7 +187,25 @@ impl RestoreJob {
         //    takes the target's place only once the restore has succeeded.
         let database = row.target_database.clone();
         let existing = driver.inspect(&conn, &database).await?;
+        let claim = || async {
+            if restores::claim_target(&ctx.pool, row.id, ctx.lease())
+                .await
+                .map_err(transient)?
+            {
+                Ok(())
+            } else {
+                Err(JobError::Transient("the job was taken over".into()))
+            }
+        };
         let into = match (existing, row.replace_target) {
+            (Some(_), false) if row.target_claimed_at.is_some() => {
+                // An earlier attempt of this restore found the target empty or absent and loaded
+                // it, then died before recording success: what is there is its own work.
+                ctx.ensure_lease().await?;
+                driver.drop_database(&conn, &database).await?;
+                driver.create_database(&conn, &database).await?;
+                database.clone()
+            }
             (Some(objects), false) if objects > 0 => {
                 return Err(JobError::Permanent(format!(
                     "the target database {database} is not empty ({objects} objects); restore into an empty \
@@ -195,9 +213,13 @@ impl RestoreJob {
                 ))
                 .into());
             }
-            (Some(_), false) => database.clone(),
+            (Some(_), false) => {
+                claim().await?;
+                database.clone()
+            }
             (None, _) => {
                 ctx.ensure_lease().await?;
+                claim().await?;
                 driver.create_database(&conn, &database).await?;
                 database.clone()
             }

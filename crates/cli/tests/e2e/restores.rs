@@ -288,3 +288,73 @@ async fn restores_are_isolated_between_tenants() {
     assert_eq!(env.app.get(&location, &viewer).await.status, 200);
     source::drop(&src).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_takes_over_the_target_its_own_earlier_attempt_loaded() {
+    let env = Env::new().await;
+    let (stop, worker) = env.worker();
+    let (src, _planet, backup) = env.backed_up(500).await;
+    stop.cancel();
+    worker.await.unwrap();
+
+    // Queued while no worker runs; then the state an attempt leaves when it dies right after its
+    // load committed: the target claimed, and holding rows.
+    let target = format!("{src}_again");
+    let r = env
+        .restore(&backup, &env.token, json!({ "targetDatabase": target }))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    sqlx::query("UPDATE restores SET target_claimed_at = now() WHERE id = $1::uuid")
+        .bind(&id)
+        .execute(&env.app.pool)
+        .await
+        .unwrap();
+    let mut admin = source::connect("postgres").await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{target}\"")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    drop(admin);
+    let mut half = source::connect(&target).await.unwrap();
+    sqlx::raw_sql("CREATE TABLE orders (id int); INSERT INTO orders VALUES (1)")
+        .execute(&mut half)
+        .await
+        .unwrap();
+    drop(half);
+
+    let (stop, worker) = env.worker();
+    let done = env.restore_outcome(&r.header("location").unwrap()).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(
+        source::fingerprint(&target).await.unwrap(),
+        source::fingerprint(&src).await.unwrap()
+    );
+
+    // Without the claim, the same filled target is somebody's data and is left alone.
+    let other = format!("{src}_taken");
+    let mut admin = source::connect("postgres").await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{other}\"")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    drop(admin);
+    let mut theirs = source::connect(&other).await.unwrap();
+    sqlx::query("CREATE TABLE theirs (id int)")
+        .execute(&mut theirs)
+        .await
+        .unwrap();
+    drop(theirs);
+    let r = env
+        .restore(&backup, &env.token, json!({ "targetDatabase": other }))
+        .await;
+    let done = env.restore_outcome(&r.header("location").unwrap()).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert!(done["errorMessage"].as_str().unwrap().contains("not empty"), "{done}");
+
+    stop.cancel();
+    worker.await.unwrap();
+    for db in [&src, &target, &other] {
+        source::drop(db).await.unwrap();
+    }
+}

@@ -17,7 +17,7 @@ macro_rules! restore_columns {
     () => {
         "id, tenant_id, project_id, planet_id, source_backup_id, source_upload_key, source_upload_name,
          source_upload_size, target_database, replace_target, force, status, error_message, phase,
-         bytes_processed, verification, created_at, started_at, completed_at"
+         bytes_processed, verification, created_at, started_at, completed_at, target_claimed_at"
     };
 }
 
@@ -42,6 +42,8 @@ pub struct Row {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// Set once an attempt has written into a target it found empty or absent.
+    pub target_claimed_at: Option<DateTime<Utc>>,
 }
 
 impl Row {
@@ -332,6 +334,25 @@ pub async fn report(pool: &PgPool, id: RestoreId, lease: Lease, bytes: u64, phas
     .bind(JobState::Running.as_str())
     .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
     .bind(phase)
+    .bind(RestoreStatus::Running.as_str())
+    .execute(pool)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// Records, fenced by the lease, that this restore is about to write into a target it found
+/// empty or absent, so a later attempt can tell its own earlier load from other data.
+pub async fn claim_target(pool: &PgPool, id: RestoreId, lease: Lease) -> Result<bool> {
+    Ok(sqlx::query(concat!(
+        "UPDATE restores SET target_claimed_at = COALESCE(target_claimed_at, now())
+         WHERE id = $1 AND status = $5 AND ",
+        lease_holds!()
+    ))
+    .bind(id)
+    .bind(lease.job)
+    .bind(lease.token)
+    .bind(JobState::Running.as_str())
     .bind(RestoreStatus::Running.as_str())
     .execute(pool)
     .await?
