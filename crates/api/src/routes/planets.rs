@@ -42,7 +42,7 @@ pub struct ConnectionInput {
     #[schema(example = "backup")]
     pub user: String,
     /// Write-only: stored encrypted, never returned.
-    #[serde(skip_serializing)]
+    #[serde(skip_serializing_if = "never_serialized")]
     #[schema(write_only)]
     pub password: Option<String>,
     /// Defaults to `prefer`.
@@ -64,6 +64,12 @@ pub struct CreatePlanet {
     pub connection: ConnectionInput,
 }
 
+/// Keeps a secret out of every serialisation (idempotency fingerprints included) as
+/// `skip_serializing` would, while the OpenAPI document still lists the field.
+fn never_serialized<T>(_: &T) -> bool {
+    true
+}
+
 fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
@@ -78,7 +84,11 @@ pub struct ConnectionPatch {
     pub database: Option<String>,
     pub user: Option<String>,
     /// A new password, or `null` to remove it. Write-only.
-    #[serde(default, deserialize_with = "double_option", skip_serializing)]
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "never_serialized"
+    )]
     #[schema(value_type = Option<String>, write_only)]
     pub password: Option<Option<String>>,
     pub sslmode: Option<SslMode>,

@@ -4,6 +4,7 @@
 
 mod auth;
 mod backups;
+mod contract;
 mod isolation;
 mod openapi;
 mod ops;
