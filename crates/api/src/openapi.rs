@@ -82,7 +82,7 @@ const BAD_GATEWAY: (&str, &str) = ("502", "Object storage did not answer as expe
 
 /// The `Idempotency-Key` header as the server accepts it.
 const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
-const IDEMPOTENCY_KEY_PATTERN: &str = "^[!-~]([ -~]{0,253}[!-~])?$";
+const IDEMPOTENCY_KEY_PATTERN: &str = "^[!-~]([\\t -~]{0,253}[!-~])?$";
 
 /// Request examples of the main operations, by operation id.
 fn request_example(operation_id: &str) -> Option<Value> {
@@ -285,6 +285,34 @@ fn add_example(op: &mut Operation) {
     }
 }
 
+/// Labels, wherever a body takes them, as `validate_labels` checks them.
+fn constrain_labels(schema: &mut Schema) {
+    let Schema::Object(o) = schema else { return };
+    for (name, prop) in &mut o.properties {
+        let RefOr::T(Schema::Object(labels)) = prop else {
+            continue;
+        };
+        if name == "labels" {
+            labels.max_properties = Some(64);
+            labels.property_names = Some(Box::new(Schema::Object(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some("^[A-Za-z0-9._/-]{1,63}$"))
+                    .build(),
+            )));
+            labels.additional_properties = Some(Box::new(utoipa::openapi::schema::AdditionalProperties::RefOr(
+                RefOr::T(Schema::Object(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .max_length(Some(255))
+                        .pattern(Some("^[^\\x00]*$"))
+                        .build(),
+                )),
+            )));
+        }
+    }
+}
+
 /// Component schemas reachable from `roots` (values holding `$ref`s), transitively.
 fn reachable(doc: &Value, roots: impl IntoIterator<Item = Value>) -> BTreeSet<String> {
     fn refs(v: &Value, out: &mut Vec<String>) {
@@ -404,6 +432,20 @@ impl Modify for Shared {
             }
         }
         require_response_fields(doc);
+        if let Some(components) = doc.components.as_mut() {
+            // No operation accepts a physical backup yet and none exists: the value is added to
+            // the document (an allowed change) when the server takes it.
+            if let Some(RefOr::T(Schema::Object(m))) = components.schemas.get_mut("Mechanism")
+                && let Some(values) = &mut m.enum_values
+            {
+                values.retain(|v| v != "physical");
+            }
+            for schema in components.schemas.values_mut() {
+                if let RefOr::T(schema) = schema {
+                    constrain_labels(schema);
+                }
+            }
+        }
     }
 }
 

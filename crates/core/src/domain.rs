@@ -201,12 +201,15 @@ pub struct Tenant {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TenantLimits {
     /// Backups and restores queued or running at once.
+    #[schema(minimum = 1)]
     #[sqlx(rename = "max_concurrent_jobs")]
     pub concurrent_jobs: Option<i32>,
     /// Bytes of stored archives.
+    #[schema(minimum = 1)]
     #[sqlx(rename = "max_stored_bytes")]
     pub stored_bytes: Option<i64>,
     /// Backups kept, counting those in progress.
+    #[schema(minimum = 1)]
     #[sqlx(rename = "max_backups")]
     pub backups: Option<i32>,
 }

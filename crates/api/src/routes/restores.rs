@@ -42,6 +42,7 @@ pub struct CreateRestore {
     /// A planet of the same tenant and engine; defaults to the backup's planet.
     pub target_planet_id: Option<PlanetId>,
     /// Database to restore into; defaults to the target planet's database.
+    #[schema(min_length = 1, max_length = 63, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub target_database: Option<String>,
     /// Drop and recreate the target database first (admin). Without it the target must be
     /// empty or absent (then it is created).
@@ -129,6 +130,7 @@ async fn restore_backup(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UploadOptions {
     /// Database to restore into; defaults to the planet's database.
+    #[schema(min_length = 1, max_length = 63, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub target_database: Option<String>,
     /// Drop and recreate the target first (admin).
     #[serde(default)]
