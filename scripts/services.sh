@@ -143,3 +143,25 @@ stop_started() {
   [ -n "${GARAGE_DIR:-}" ] && rm -rf "$GARAGE_DIR"
   STARTED_PIDS=()
 }
+
+TOOLS_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/svalbard"
+
+# A Python tool pinned to one version, in its own virtualenv under the cache (kept between
+# runs); prints the virtualenv's folder.
+python_tool() {
+  local package=$1 version=$2 venv="$TOOLS_CACHE/$1-$2"
+  if [ ! -e "$venv/.installed" ]; then
+    python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv python3-pip
+    log "installing $package $version (once, into $venv)"
+    rm -rf "$venv"
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install -q --disable-pip-version-check "$package==$version" >&2
+    touch "$venv/.installed"
+  fi
+  printf '%s\n' "$venv"
+}
+
+# Node.js and npm, for the TypeScript client.
+ensure_node() {
+  command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
+}

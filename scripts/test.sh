@@ -23,3 +23,6 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast "$@"
 fi
+
+# The document against a running server: generated clients and schemathesis, on this Garage.
+[ -n "${SVALBARD_SKIP_CONTRACT:-}" ] || scripts/contract.sh

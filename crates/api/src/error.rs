@@ -166,8 +166,12 @@ impl ResponseError for ApiError {
             Self::MethodNotAllowed { allow, .. } => {
                 res.insert_header((header::ALLOW, allow.clone()));
             }
-            Self::LimitReached { busy: true, .. } => {
+            Self::LimitReached { busy: true, .. } | Self::TooManyRequests(_) => {
                 res.insert_header((header::RETRY_AFTER, "30"));
+            }
+            // A busy or restarting control database is usually back within seconds.
+            Self::Unavailable(_) => {
+                res.insert_header((header::RETRY_AFTER, "5"));
             }
             _ => {}
         }

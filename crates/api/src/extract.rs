@@ -45,21 +45,67 @@ pub async fn read_body(mut payload: Payload, limit: usize) -> Result<bytes::Byte
     Ok(body.freeze())
 }
 
+/// A JSON number with no fraction (`5.0`) is the same number as `5`: integer fields take it.
+fn integral(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f.abs() < 9.0e15
+            {
+                #[allow(clippy::cast_possible_truncation)]
+                let i = f as i64;
+                *v = serde_json::Value::from(i);
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(integral),
+        serde_json::Value::Object(m) => m.values_mut().for_each(integral),
+        _ => {}
+    }
+}
+
+/// The path of the first string (or key) holding a NUL, which PostgreSQL cannot store.
+fn nul_at(v: &serde_json::Value, at: &str) -> Option<String> {
+    let field = |k: &str| {
+        if at.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{at}.{k}")
+        }
+    };
+    match v {
+        serde_json::Value::String(s) if s.contains('\0') => Some(if at.is_empty() { "body".into() } else { at.into() }),
+        serde_json::Value::Array(a) => a.iter().enumerate().find_map(|(i, x)| nul_at(x, &format!("{at}[{i}]"))),
+        serde_json::Value::Object(m) => m.iter().find_map(|(k, x)| {
+            if k.contains('\0') {
+                Some(field(k))
+            } else {
+                nul_at(x, &field(k))
+            }
+        }),
+        _ => None,
+    }
+}
+
 /// Parses JSON, naming the path of the first offending field.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    // Serde would read a struct from a JSON array by position; every body of the API is an object.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(ApiError::invalid("body", "must be a JSON object"));
+    }
+    let mut value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
+    if let Some(field) = nul_at(&value, "") {
+        return Err(ApiError::invalid(field, "must not contain NUL characters"));
+    }
+    integral(&mut value);
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            ApiError::BadRequest(format!("the body is not valid JSON: {inner}"))
-        } else {
-            // serde's message carries position info that means nothing to callers.
-            let msg = inner.to_string();
-            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
-            let field = if path == "." { "body".to_owned() } else { path };
-            ApiError::Validation(vec![FieldError::new(field, msg)])
-        }
+        // serde's message carries position info that means nothing to callers.
+        let msg = e.into_inner().to_string();
+        let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
+        let field = if path == "." { "body".to_owned() } else { path };
+        ApiError::Validation(vec![FieldError::new(field, msg)])
     })
 }
 
@@ -101,7 +147,8 @@ impl<T: DeserializeOwned + Default + 'static> FromRequest for OptionalJson<T> {
         let payload = payload.take();
         Box::pin(async move {
             let body = read_body(payload, limit).await?;
-            if body.iter().all(u8::is_ascii_whitespace) {
+            // Left out, or `null` (as the document allows): the defaults.
+            if body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null" {
                 return Ok(OptionalJson(T::default()));
             }
             if !json && has_type {

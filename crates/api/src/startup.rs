@@ -168,6 +168,8 @@ impl Application {
             app.app_data(state.clone())
                 .app_data(table.clone())
                 .app_data(extract::path_config())
+                // The reference lives at `/docs/`; people type `/docs`.
+                .service(web::redirect("/docs", "/docs/").permanent())
                 .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", doc.clone()))
                 .default_service(web::to(fallback))
                 .wrap(from_fn(telemetry::observe))

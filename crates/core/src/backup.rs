@@ -104,7 +104,11 @@ pub struct Part {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Metadata {
+    /// Up to 200 characters.
+    #[schema(pattern = "^\\s*[^\\x00-\\x1f\\x7f-\\x9f]{0,200}\\s*$")]
     pub name: Option<String>,
+    /// Up to 2000 characters.
+    #[schema(pattern = "^\\s*[^\\x00-\\x1f\\x7f-\\x9f]{0,2000}\\s*$")]
     pub description: Option<String>,
 }
 

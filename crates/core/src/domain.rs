@@ -50,12 +50,29 @@ impl std::fmt::Display for Name {
 }
 
 macro_rules! string_enum {
-    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+    ($(#[doc = $doc:literal])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[doc = $doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
         pub enum $name {
             $($(#[$vdoc])* #[serde(rename = $text)] $variant),+
         }
+
+        // By hand rather than derived: the derive does not see a `rename` that arrives through
+        // this macro and would document the Rust variant names instead of the wire's.
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                use utoipa::openapi::schema::{ObjectBuilder, Type};
+                let doc: &[&str] = &[$($doc),*];
+                let doc = doc.iter().map(|l| l.trim()).collect::<Vec<_>>().join("\n");
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .description((!doc.is_empty()).then_some(doc))
+                    .enum_values(Some(Self::ALL.iter().copied()))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
 
         impl $name {
             pub const ALL: &'static [&'static str] = &[$($text),+];
@@ -188,12 +205,15 @@ pub struct Tenant {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TenantLimits {
     /// Backups and restores queued or running at once.
+    #[schema(minimum = 1)]
     #[sqlx(rename = "max_concurrent_jobs")]
     pub concurrent_jobs: Option<i32>,
     /// Bytes of stored archives.
+    #[schema(minimum = 1)]
     #[sqlx(rename = "max_stored_bytes")]
     pub stored_bytes: Option<i64>,
     /// Backups kept, counting those in progress.
+    #[schema(minimum = 1)]
     #[sqlx(rename = "max_backups")]
     pub backups: Option<i32>,
 }

@@ -39,7 +39,6 @@ use chrono::{DateTime, Utc};
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::domain::string_enum;

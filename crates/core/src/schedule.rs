@@ -29,18 +29,23 @@ const MISSED_COUNT_CAP: u32 = 10_000;
 pub struct RetentionPolicy {
     /// 1–3650 days.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 3650)]
     pub retention_period_in_days: Option<i32>,
     /// Keep the N newest backups (1–1000).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub keep_last: Option<i32>,
     /// Keep the newest backup of each of the last N days that have one (1–1000).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub keep_daily: Option<i32>,
     /// Keep the newest backup of each of the last N ISO weeks that have one (1–1000).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub keep_weekly: Option<i32>,
     /// Keep the newest backup of each of the last N months that have one (1–1000).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub keep_monthly: Option<i32>,
 }
 

@@ -43,13 +43,15 @@ pub struct CreateBackup {
     /// A temporary backup expires after a day unless a retention is given.
     pub temporary: Option<bool>,
     /// 1–3650; defaults by class: dev 7, test 14, prod 30.
+    #[schema(minimum = 1, maximum = 3650)]
     pub retention_period_in_days: Option<i32>,
     pub metadata: Option<Metadata>,
 }
 
 fn status_filter(q: &ListQuery) -> Result<Option<&str>, ApiError> {
     match q.status.as_deref() {
-        Some(s) if !s.is_empty() && s.parse::<BackupStatus>().is_err() => Err(ApiError::invalid(
+        // Exactly as the document spells it: `status=` or `status=Succeeded` is no filter at all.
+        Some(s) if s.parse::<BackupStatus>().is_err() => Err(ApiError::invalid(
             "status",
             format!("must be one of: {}", BackupStatus::ALL.join(", ")),
         )),

@@ -109,7 +109,7 @@ pub struct Paging {
     /// Page size, 1–200 (default 50).
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
-    /// `nextCursor` of the previous page.
+    /// `nextCursor` of the previous page, as given (opaque); any other value answers 400.
     #[param(pattern = "^[A-Za-z0-9_-]*$")]
     pub cursor: Option<String>,
 }
@@ -118,7 +118,7 @@ pub struct Paging {
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct StatusFilter {
-    /// Only backups in this state.
+    /// Only backups in this state, spelled exactly as listed (`succeeded`, not `Succeeded`).
     pub status: Option<svalbard_core::backup::BackupStatus>,
 }
 

@@ -31,19 +31,34 @@ pub fn configure(cfg: &mut ServiceConfig) {
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConnectionInput {
-    #[schema(example = "db.internal")]
+    #[schema(
+        example = "db.internal",
+        min_length = 1,
+        max_length = 253,
+        pattern = "^[A-Za-z0-9._:\\[\\]/-]+$"
+    )]
     pub host: String,
     /// Defaults to the engine's port (5432, 3306).
     #[schema(minimum = 1, maximum = 65535)]
     pub port: Option<u16>,
-    #[schema(example = "app")]
+    #[schema(
+        example = "app",
+        min_length = 1,
+        max_length = 63,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     pub database: String,
-    #[schema(example = "backup")]
+    #[schema(
+        example = "backup",
+        min_length = 1,
+        max_length = 63,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     pub user: String,
     /// Write-only: stored encrypted, never returned. Only this host, port, user and database
     /// ever receive it: changing any of them without a new password removes it.
-    #[serde(skip_serializing)]
-    #[schema(write_only)]
+    #[serde(skip_serializing_if = "never_serialized")]
+    #[schema(write_only, min_length = 1, max_length = 1024, pattern = "^[^\\x00]*$")]
     pub password: Option<String>,
     /// Defaults to `prefer`.
     pub sslmode: Option<SslMode>,
@@ -54,7 +69,7 @@ pub struct ConnectionInput {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreatePlanet {
     /// Unique within the project: lowercase letters, digits and `-`, 1–63 characters.
-    #[schema(example = "orders")]
+    #[schema(example = "orders", pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub name: String,
     pub engine: Engine,
     /// Defaults to `dev`.
@@ -62,6 +77,12 @@ pub struct CreatePlanet {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     pub connection: ConnectionInput,
+}
+
+/// Keeps a secret out of every serialisation (idempotency fingerprints included) as
+/// `skip_serializing` would, while the OpenAPI document still lists the field.
+fn never_serialized<T>(_: &T) -> bool {
+    true
 }
 
 fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
@@ -74,14 +95,21 @@ fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result
 #[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConnectionPatch {
+    #[schema(min_length = 1, max_length = 253, pattern = "^[A-Za-z0-9._:\\[\\]/-]+$")]
     pub host: Option<String>,
     #[schema(minimum = 1, maximum = 65535)]
     pub port: Option<u16>,
+    #[schema(min_length = 1, max_length = 63, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub database: Option<String>,
+    #[schema(min_length = 1, max_length = 63, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub user: Option<String>,
     /// A new password, or `null` to remove it. Write-only.
-    #[serde(default, deserialize_with = "double_option", skip_serializing)]
-    #[schema(value_type = Option<String>, write_only)]
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "never_serialized"
+    )]
+    #[schema(value_type = Option<String>, write_only, min_length = 1, max_length = 1024, pattern = "^[^\\x00]*$")]
     pub password: Option<Option<String>>,
     pub sslmode: Option<SslMode>,
 }
@@ -90,6 +118,7 @@ pub struct ConnectionPatch {
 #[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdatePlanet {
+    #[schema(pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub name: Option<String>,
     pub planet_class: Option<PlanetClass>,
     /// Replaces all labels.

@@ -26,9 +26,10 @@ pub fn configure(cfg: &mut ServiceConfig) {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateProject {
     /// Unique within the tenant: lowercase letters, digits and `-`, 1–63 characters.
-    #[schema(example = "billing")]
+    #[schema(example = "billing", pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub name: String,
     /// Free text, up to 1000 characters.
+    #[schema(pattern = "^\\s*[^\\x00-\\x1f\\x7f-\\x9f]{0,1000}\\s*$")]
     pub description: Option<String>,
 }
 

@@ -45,6 +45,7 @@ pub struct CreateRestore {
     /// database or a name derived from it, `<database>_<suffix>` (suffix: 1 to 32 lowercase
     /// letters, digits or underscores; at most 63 bytes in all); never a template or the
     /// server's maintenance database (400 naming `targetDatabase`).
+    #[schema(min_length = 1, max_length = 63, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub target_database: Option<String>,
     /// Drop and recreate the target database first (admin). Without it the target must be
     /// empty or absent (then it is created).
@@ -136,6 +137,7 @@ async fn restore_backup(
 pub struct UploadOptions {
     /// Database to restore into; defaults to the planet's database. Either that database or
     /// `<database>_<suffix>`, as for the restore of a stored backup.
+    #[schema(min_length = 1, max_length = 63, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub target_database: Option<String>,
     /// Drop and recreate the target first (admin).
     #[serde(default)]

@@ -103,7 +103,14 @@ async fn put_schedule(
     };
     let (schedule, created) = schedules::put(&state.pool, tenant, project, planet, &new, Utc::now(), &audit).await?;
     Ok(if created {
-        HttpResponse::Created().json(schedule)
+        // A 201 names what it created, here the address the PUT went to.
+        let at = super::location(
+            &state,
+            &format!("/tenants/{tenant}/projects/{project}/planets/{planet}/schedule"),
+        );
+        HttpResponse::Created()
+            .insert_header((actix_web::http::header::LOCATION, at))
+            .json(schedule)
     } else {
         HttpResponse::Ok().json(schedule)
     })

@@ -28,9 +28,10 @@ pub fn configure(cfg: &mut ServiceConfig) {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateTenant {
     /// Unique name: lowercase letters, digits and `-`, 1–63 characters.
-    #[schema(example = "acme")]
+    #[schema(example = "acme", pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub name: String,
     /// Free text shown to people, up to 200 characters.
+    #[schema(pattern = "^\\s*[^\\x00-\\x1f\\x7f-\\x9f]{0,200}\\s*$")]
     pub display_name: Option<String>,
     /// Limits of this tenant; absent ones are the service's defaults.
     pub limits: Option<TenantLimits>,
@@ -53,6 +54,7 @@ fn policy_errors(errors: &mut Vec<svalbard_core::FieldError>, policy: Option<&Po
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateTenant {
+    #[schema(pattern = "^\\s*[^\\x00-\\x1f\\x7f-\\x9f]{0,200}\\s*$")]
     pub display_name: Option<String>,
     /// Replaces all of the tenant's limits; a limit left out returns to the default.
     pub limits: Option<TenantLimits>,

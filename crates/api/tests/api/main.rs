@@ -5,6 +5,7 @@
 mod audit;
 mod auth;
 mod backups;
+mod contract;
 mod isolation;
 mod openapi;
 mod ops;
