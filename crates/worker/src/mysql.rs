@@ -122,6 +122,8 @@ pub fn restore_command(bin: &Path, conn: &ConnParams) -> ToolCommand {
         "--batch",
         "--binary-mode",
         "--sandbox",
+        // LOAD DATA LOCAL lets the server (or the dump) name a file of the worker to send.
+        "--local-infile=0",
     ])
     .arg(format!("--database={}", conn.database))
     .stdin(Stdio::piped())
@@ -140,6 +142,7 @@ pub async fn query(conn: &ConnParams, database: Option<&str>, sql: &str) -> anyh
         "--batch",
         "--skip-column-names",
         "--sandbox",
+        "--local-infile=0",
         "--execute",
         sql,
     ]);
@@ -243,5 +246,6 @@ mod tests {
             .collect();
         assert_eq!(args[0], "--no-defaults");
         assert!(args.contains(&"--sandbox".to_owned()) && args.contains(&"--binary-mode".to_owned()));
+        assert!(args.contains(&"--local-infile=0".to_owned()), "{args:?}");
     }
 }

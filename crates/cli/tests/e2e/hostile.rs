@@ -337,6 +337,48 @@ async fn mariadb_client_commands_do_not_run_either() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mariadb_dump_cannot_make_the_client_send_a_file_of_the_worker() {
+    let env = Env::new().await;
+    let (stop, worker) = env.worker();
+    let db = format!("svalbard_t_myl_{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    mariadb(None, &format!("CREATE DATABASE {db}"));
+    let r = env
+        .app
+        .post(
+            &env.planets(),
+            &env.token,
+            json!({ "name": "maria", "engine": "mysql",
+                    "connection": { "host": "127.0.0.1", "port": 3306, "database": db, "user": "root", "sslmode": "disable" } }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let planet = r.json()["id"].as_str().unwrap().to_owned();
+    // A file of the worker's that a LOCAL load would read and send to the tenant's server.
+    let secret = marker();
+    std::fs::write(&secret, "platform-secret-line\n").unwrap();
+    let target = format!("{db}_new");
+    let dump = format!(
+        "-- MariaDB dump 10.19  Distrib 10.11.19-MariaDB\nCREATE TABLE stolen (line TEXT);\n\
+         LOAD DATA LOCAL INFILE '{}' INTO TABLE stolen;\n",
+        secret.display()
+    )
+    .into_bytes();
+    let done = env
+        .upload_outcome(&planet, "evil.sql", dump, json!({ "targetDatabase": target }))
+        .await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert!(
+        !done["errorMessage"].as_str().unwrap().contains("platform-secret"),
+        "{done}"
+    );
+    assert!(!mariadb_exists(&target), "{target} was left behind: {done}");
+    std::fs::remove_file(&secret).unwrap();
+    stop.cancel();
+    worker.await.unwrap();
+    mariadb(None, &format!("DROP DATABASE {db}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restores_go_only_into_the_planets_database_or_one_derived_from_it() {
     let env = Env::new().await;
     let src = source::create("tgt", &source::sample_schema(10)).await.unwrap();
