@@ -59,6 +59,20 @@ impl BackupStatus {
     /// Being taken: a job owns the backup.
     pub const IN_FLIGHT: [Self; 2] = [Self::Scheduled, Self::Running];
 
+    /// Kept, or being kept: counted against a tenant's limits. A `missing` archive may come
+    /// back, so it still counts.
+    pub const KEPT: [Self; 4] = [Self::Scheduled, Self::Running, Self::Succeeded, Self::Missing];
+
+    /// Holding objects in the bucket, or possibly so: a tenant with any of these cannot be
+    /// deleted without orphaning archives.
+    pub const HOLDING_OBJECTS: [Self; 5] = [
+        Self::Scheduled,
+        Self::Running,
+        Self::Succeeded,
+        Self::Deleting,
+        Self::Missing,
+    ];
+
     /// The statuses as text, to bind as a `text[]` parameter (`status = ANY($n)`).
     #[must_use]
     pub fn names(set: &[Self]) -> Vec<&'static str> {

@@ -3,6 +3,7 @@
 
 use sqlx::PgConnection;
 
+use crate::backup::BackupStatus;
 use crate::config::LimitsConfig;
 use crate::error::{Error, Result};
 use crate::ids::TenantId;
@@ -91,12 +92,11 @@ pub async fn check(
         return Ok(());
     }
     if let Some(max) = effective(backups.map(i64::from), defaults.backups) {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM backups WHERE tenant_id = $1 AND status IN ('scheduled', 'running', 'succeeded')",
-        )
-        .bind(tenant)
-        .fetch_one(&mut *conn)
-        .await?;
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM backups WHERE tenant_id = $1 AND status = ANY($2)")
+            .bind(tenant)
+            .bind(BackupStatus::names(&BackupStatus::KEPT))
+            .fetch_one(&mut *conn)
+            .await?;
         if n >= max {
             return Err(Error::LimitReached {
                 limit: "backups",
@@ -109,9 +109,10 @@ pub async fn check(
     }
     if let Some(max) = effective(bytes, defaults.stored_bytes) {
         let n: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(sum(size_bytes), 0)::bigint FROM backups WHERE tenant_id = $1 AND status = 'succeeded'",
+            "SELECT COALESCE(sum(size_bytes), 0)::bigint FROM backups WHERE tenant_id = $1 AND status = ANY($2)",
         )
         .bind(tenant)
+        .bind(BackupStatus::names(&[BackupStatus::Succeeded, BackupStatus::Missing]))
         .fetch_one(&mut *conn)
         .await?;
         if n >= max {

@@ -1,5 +1,6 @@
 use sqlx::PgPool;
 
+use crate::backup::BackupStatus;
 use crate::domain::{Name, Tenant, TenantLimits};
 use crate::error::{Error, Result, is_unique_violation};
 use crate::ids::TenantId;
@@ -93,11 +94,13 @@ pub async fn delete(pool: &PgPool, tenant: TenantId) -> Result<()> {
     // Backups that hold objects, or may: a tenant's rows go with it, its archives must not be orphaned.
     let stored: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM backups WHERE tenant_id = $1
-           AND (status IN ('scheduled', 'running', 'succeeded', 'deleting') OR (status = 'expired' AND object_key IS NOT NULL))",
+           AND (status = ANY($2) OR (status = $3 AND object_key IS NOT NULL))",
     )
-        .bind(tenant)
-        .fetch_one(&mut *tx)
-        .await?;
+    .bind(tenant)
+    .bind(BackupStatus::names(&BackupStatus::HOLDING_OBJECTS))
+    .bind(BackupStatus::Expired.as_str())
+    .fetch_one(&mut *tx)
+    .await?;
     if stored > 0 {
         return Err(Error::Conflict(format!(
             "the tenant still has {stored} backup(s); delete them first so no archive is orphaned"
