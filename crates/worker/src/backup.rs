@@ -143,7 +143,10 @@ impl BackupJob {
         let probe = driver.probe(&conn).await?;
         tracing::info!(engine_version = %probe.engine_version, tool = %probe.dump_tool.display(), "dumping");
 
-        // An earlier attempt may have left an unfinished upload or an uncommitted archive.
+        // An earlier attempt may have left an unfinished upload or an uncommitted archive. Only
+        // the lease's holder may clear them: an attempt that lost its lease while probing must
+        // not remove what the attempt that took over has stored since.
+        ctx.ensure_lease().await?;
         self.storage.clear(&row.storage_prefix).await.map_err(transient)?;
         let key = format!("{}archive-{}.svb.zst", row.storage_prefix, ctx.job.attempts);
         let header = ArchiveHeader {

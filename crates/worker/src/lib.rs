@@ -45,7 +45,19 @@ pub fn build(config: &Config, pool: sqlx::PgPool) -> anyhow::Result<runner::Work
         &config.targets.lists(),
         config.database_url.as_ref().map(secrecy::ExposeSecret::expose_secret),
     )?);
+    // The platform's storage is nobody's business but the platform's: its endpoint and bucket
+    // are cut from what tenants read (the log keeps them).
+    let authority = storage
+        .endpoint
+        .split_once("://")
+        .map(|(_, rest)| rest.trim_end_matches('/').to_owned());
+    let internal = [
+        Some(storage.endpoint.clone()),
+        authority,
+        Some(format!("bucket {}", storage.bucket)),
+    ];
     let worker = runner::Worker::new(pool.clone(), config.worker.clone())
+        .with_internal_names(internal.into_iter().flatten())
         .with_handler(
             BACKUP_JOB,
             Arc::new(backup::BackupJob {

@@ -199,8 +199,8 @@ impl RestoreJob {
         };
         let into = match (existing, row.replace_target) {
             (Some(_), false) if row.target_claimed_at.is_some() => {
-                // An earlier attempt of this restore found the target empty or absent and loaded
-                // it, then died before recording success: what is there is its own work.
+                // An earlier attempt of this restore created the target and loaded it, then died
+                // before recording success: what is there is its own work.
                 ctx.ensure_lease().await?;
                 driver.drop_database(&conn, &database).await?;
                 driver.create_database(&conn, &database).await?;
@@ -213,10 +213,9 @@ impl RestoreJob {
                 ))
                 .into());
             }
-            (Some(_), false) => {
-                claim().await?;
-                database.clone()
-            }
+            // An existing database is never claimed: a later attempt must not drop a database
+            // that this restore did not create, whatever it holds by then.
+            (Some(_), false) => database.clone(),
             (None, _) => {
                 ctx.ensure_lease().await?;
                 claim().await?;
@@ -253,7 +252,9 @@ impl RestoreJob {
             )
             .await;
         if let Err(e) = loaded {
-            if into != database || existing.is_none() {
+            // Cleaning up is a destructive step too: only while the lease still holds, or it
+            // might drop what a newer attempt has loaded.
+            if (into != database || existing.is_none()) && ctx.ensure_lease().await.is_ok() {
                 let _ = driver.drop_database(&conn, &into).await;
             }
             return Err(e.into());

@@ -119,6 +119,9 @@ pub struct Worker {
     id: String,
     handlers: HashMap<&'static str, Arc<dyn Handler>>,
     maintenance: Option<crate::maintenance::Maintenance>,
+    /// Internal names (object storage endpoint, bucket, control database host) that a
+    /// tenant-visible error message must not carry.
+    internal: Vec<String>,
 }
 
 /// How often finished jobs are pruned.
@@ -139,7 +142,17 @@ impl Worker {
             id,
             handlers: HashMap::new(),
             maintenance: None,
+            internal: Vec::new(),
         }
+    }
+
+    /// Names of the platform's own services, replaced in every error a tenant may read.
+    #[must_use]
+    pub fn with_internal_names(mut self, names: impl IntoIterator<Item = String>) -> Self {
+        self.internal.extend(names.into_iter().filter(|n| n.len() >= 3));
+        // Longest first, so an endpoint URL goes before the host inside it.
+        self.internal.sort_by_key(|n| std::cmp::Reverse(n.len()));
+        self
     }
 
     #[must_use]
@@ -341,6 +354,22 @@ impl Worker {
             });
             let joined = tokio::select! {
                 r = &mut attempt => Some(r),
+                () = cancel.cancelled() => {
+                    // The lease is lost (or the deadline passed): the attempt has one beat to
+                    // notice, then it is stopped, killing its tools, so nothing it would do later
+                    // can touch what the attempt that takes over does.
+                    match tokio::time::timeout(every, &mut attempt).await {
+                        Ok(r) => Some(r),
+                        Err(_) => {
+                            attempt.abort();
+                            let _ = (&mut attempt).await;
+                            tracing::warn!("the attempt did not stop when its lease was lost; it was aborted");
+                            Some(Ok(Err(JobError::Transient(
+                                "the attempt was stopped: its lease was lost or its deadline passed".into(),
+                            ))))
+                        }
+                    }
+                }
                 () = stopping.cancelled() => None,
             };
             cancel.cancel();
@@ -379,6 +408,20 @@ impl Worker {
     /// Hands the outcome to the queue, retrying a few times through a control-database blip
     /// (the lease expiring is the fallback: the job is then recovered).
     async fn record(&self, job: &Job, outcome: &Outcome, handler: Option<&dyn Handler>) {
+        let redacted;
+        let outcome = match outcome {
+            Outcome::Failed { error, kind } if self.internal.iter().any(|n| error.contains(n.as_str())) => {
+                // The whole text stays in the log; the job and its subject keep a version that
+                // names no internal service.
+                tracing::warn!(%error, "attempt failed");
+                redacted = Outcome::Failed {
+                    error: redact(error, &self.internal),
+                    kind: *kind,
+                };
+                &redacted
+            }
+            other => other,
+        };
         let policy = self.policy();
         let mut tries = 0;
         let applied = loop {
@@ -447,6 +490,13 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// `text` with each of `names` replaced by a neutral word.
+fn redact(text: &str, names: &[String]) -> String {
+    names
+        .iter()
+        .fold(text.to_owned(), |t, n| t.replace(n.as_str(), "[internal]"))
+}
+
 /// Keeps the lease alive. Cancels the attempt when the job is no longer its own, past its
 /// deadline, or when renewals keep failing and the lease could run out before the next beat.
 async fn heartbeat(
@@ -513,5 +563,21 @@ async fn listen(pool: PgPool, wake: Arc<tokio::sync::Notify>, stop: Cancellation
                 },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn internal_names_leave_tenant_messages() {
+        let names = vec![
+            "http://10.1.2.3:3900".to_owned(),
+            "10.1.2.3:3900".to_owned(),
+            "bucket prod".to_owned(),
+        ];
+        let text = "object storage at http://10.1.2.3:3900 (bucket prod, key t/a): connect to 10.1.2.3:3900 refused";
+        let out = super::redact(text, &names);
+        assert!(!out.contains("10.1.2.3") && !out.contains("prod"), "{out}");
+        assert!(out.contains("key t/a"), "{out}");
     }
 }

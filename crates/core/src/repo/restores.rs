@@ -42,7 +42,7 @@ pub struct Row {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
-    /// Set once an attempt has written into a target it found empty or absent.
+    /// Set once an attempt is about to create the target database it restores into.
     pub target_claimed_at: Option<DateTime<Utc>>,
 }
 
@@ -341,8 +341,8 @@ pub async fn report(pool: &PgPool, id: RestoreId, lease: Lease, bytes: u64, phas
         == 1)
 }
 
-/// Records, fenced by the lease, that this restore is about to write into a target it found
-/// empty or absent, so a later attempt can tell its own earlier load from other data.
+/// Records, fenced by the lease, that this restore is about to create its target, so a later
+/// attempt can tell its own earlier load from other data.
 pub async fn claim_target(pool: &PgPool, id: RestoreId, lease: Lease) -> Result<bool> {
     Ok(sqlx::query(concat!(
         "UPDATE restores SET target_claimed_at = COALESCE(target_claimed_at, now())
