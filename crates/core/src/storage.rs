@@ -235,6 +235,16 @@ impl Storage {
 }
 
 impl Storage {
+    /// A small object read whole, or `None` when there is no such key.
+    pub async fn get_small(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        let out = match self.client.get_object().bucket(&self.bucket).key(key).send().await {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
+            Err(e) => return Err(self.error("reading an object", e)),
+        };
+        Ok(Some(out.body.collect().await?.into_bytes().to_vec()))
+    }
+
     /// Keys of every object under `prefix`.
     pub async fn list_keys(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
         let mut keys = Vec::new();
@@ -357,6 +367,12 @@ impl Storage {
             .await
             .map_err(|e| self.error("aborting a multipart upload", e))?;
         Ok(())
+    }
+
+    /// The object naming the installation whose bucket (and prefix) this is.
+    #[must_use]
+    pub fn installation_key(&self) -> String {
+        self.prefixed("svalbard/installation.json".into())
     }
 
     /// Where every object of the tenants lives.

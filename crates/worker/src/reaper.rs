@@ -9,6 +9,10 @@
 //! A doubt never becomes a deletion: pinned backups and each planet's newest succeeded backup
 //! are never touched, and a sweep that finds more than a small share of its batch missing (a
 //! worker pointed at the wrong bucket, a lagging replica) changes nothing and reports instead.
+//! A catalog that forgot is not a bucket of orphans: an object without a row goes only when the
+//! catalog holds a newer row (it has seen past it), a sweep where many listed objects have no
+//! row deletes nothing, and a control database and bucket of different installations (their
+//! markers disagree) are never reconciled at all.
 //! Only keys of Svalbard's own layout are ever deleted; anything else under the prefix is
 //! reported and left alone. Listings are read a page at a time, so memory stays flat whatever
 //! the bucket holds.
@@ -75,7 +79,17 @@ pub struct Report {
     /// Objects left alone because they belong to a pinned backup, a planet's newest succeeded
     /// backup, or a backup whose archive is missing.
     pub protected: u64,
-    /// Set when too much of the batch was missing to be believed: the sweep changed nothing.
+    /// Objects of a backup or restore the catalog has no row for, but whose id is newer than
+    /// every row it holds: a catalog restored from an older snapshot, or a fresh one, has not
+    /// seen them yet, so they are left alone.
+    pub spared_unknown: u64,
+    /// Objects of Svalbard's layout listed with (`accounted`) and without (`unaccounted`) a row.
+    #[serde(skip)]
+    accounted: u64,
+    #[serde(skip)]
+    unaccounted: u64,
+    /// Set when too much of the batch was missing, or too much of the bucket unaccounted for,
+    /// to be believed: the sweep deleted nothing.
     pub halted: Option<String>,
 }
 
@@ -218,6 +232,17 @@ pub async fn sweep(pool: &PgPool, storage: &Storage, settings: Settings, now: Da
         metrics::counter!("svalbard_reaper_actions_total", "action" => "halted").increment(1);
         return Ok(report);
     }
+    // A control database and a bucket of two different installations (a new control database
+    // on a used bucket, or the wrong bucket) would take each other's objects for orphans.
+    if let Some(why) = installation_mismatch(pool, storage).await? {
+        tracing::error!(
+            bucket = %storage.bucket, endpoint = %storage.endpoint, %why,
+            "reaper sweep halted: the control database and the bucket belong to different installations; nothing was deleted"
+        );
+        metrics::counter!("svalbard_reaper_actions_total", "action" => "installation_mismatch").increment(1);
+        report.halted = Some(why);
+        return Ok(report);
+    }
     let root = storage.tenants_root();
     // An upload whose start time the store does not tell counts as new.
     let age = |t: Option<DateTime<Utc>>| t.map_or(Duration::ZERO, |t| (now - t).to_std().unwrap_or(Duration::ZERO));
@@ -243,17 +268,134 @@ pub async fn sweep(pool: &PgPool, storage: &Storage, settings: Settings, now: Da
     }
 
     // 2. Orphaned objects, a page at a time.
-    let mut token = None;
-    loop {
-        let (page, next) = storage.list_page(&root, token).await?;
-        reap_page(pool, storage, &root, &page, settings, now, &mut report).await?;
-        match next {
-            Some(t) => token = Some(t),
-            None => break,
-        }
+    // The newest id the catalog holds: an object of a newer backup or restore was written after
+    // the catalog's last word, so its missing row says nothing (a catalog rolled back to a
+    // snapshot, or a new one pointed at a used bucket). Read before listing, so objects written
+    // while the sweep runs count as newer too.
+    let newest = newest_id(pool).await?;
+    // A dry pass first: when a large share of what the bucket holds has no row, the catalog is
+    // the one that lost its memory, and nothing is deleted.
+    let mut census = Report::default();
+    let pass = Pass {
+        pool,
+        storage,
+        root: &root,
+        settings,
+        now,
+        newest,
+    };
+    pass.run(Mode::Count, &mut census).await?;
+    let listed = census.unaccounted + census.accounted;
+    if settings.too_many_missing(census.unaccounted, listed) {
+        let why = format!(
+            "{} of the {listed} objects under {root} in bucket {} have no row in the catalog (more than {} and more than {} %); \
+             a control database restored from an older snapshot, or the wrong one, looks the same as orphans",
+            census.unaccounted, storage.bucket, settings.halt_missing_min, settings.halt_missing_percent
+        );
+        tracing::error!(bucket = %storage.bucket, %why, "reaper deleted no orphans: the catalog does not account for the bucket");
+        metrics::counter!("svalbard_reaper_actions_total", "action" => "halted").increment(1);
+        report.halted = Some(why);
+        return Ok(report);
     }
+    pass.run(Mode::Delete, &mut report).await?;
     tracing::info!(?report, "reaper sweep done");
     Ok(report)
+}
+
+/// One pass over the listing under `root`, a page at a time.
+struct Pass<'a> {
+    pool: &'a PgPool,
+    storage: &'a Storage,
+    root: &'a str,
+    settings: Settings,
+    now: DateTime<Utc>,
+    newest: Option<Uuid>,
+}
+
+impl Pass<'_> {
+    async fn run(&self, mode: Mode, report: &mut Report) -> anyhow::Result<()> {
+        let mut token = None;
+        loop {
+            let (page, next) = self.storage.list_page(self.root, token).await?;
+            reap_page(
+                self.pool,
+                self.storage,
+                self.root,
+                &page,
+                self.settings,
+                self.now,
+                self.newest,
+                mode,
+                report,
+            )
+            .await?;
+            match next {
+                Some(t) => token = Some(t),
+                None => return Ok(()),
+            }
+        }
+    }
+}
+
+#[derive(Serialize, serde::Deserialize)]
+struct Marker {
+    installation: Uuid,
+}
+
+/// Compares the installation id of the control database with the one in the bucket, writing
+/// either that is absent (the first sweep of an installation writes both). Returns why they
+/// disagree, if they do.
+async fn installation_mismatch(pool: &PgPool, storage: &Storage) -> anyhow::Result<Option<String>> {
+    sqlx::query("INSERT INTO installation (id) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(Uuid::now_v7())
+        .execute(pool)
+        .await?;
+    let ours: Uuid = sqlx::query_scalar("SELECT id FROM installation")
+        .fetch_one(pool)
+        .await?;
+    let key = storage.installation_key();
+    let Some(body) = storage.get_small(&key).await? else {
+        let body = serde_json::to_vec(&Marker { installation: ours })?;
+        storage.put(&key, body, "application/json").await?;
+        tracing::info!(%key, installation = %ours, "wrote the installation marker into the bucket");
+        return Ok(None);
+    };
+    Ok(match serde_json::from_slice::<Marker>(&body) {
+        Ok(m) if m.installation == ours => None,
+        Ok(m) => Some(format!(
+            "the bucket {} (object {key}) belongs to installation {}, this control database to {ours}; \
+             a new control database on a used bucket, or the wrong bucket, looks the same as orphans",
+            storage.bucket, m.installation
+        )),
+        Err(e) => Some(format!(
+            "the installation marker {key} in bucket {} is unreadable: {e}",
+            storage.bucket
+        )),
+    })
+}
+
+/// The newest backup or restore id of the catalog (ids are UUID v7, ordered by creation time).
+async fn newest_id(pool: &PgPool) -> anyhow::Result<Option<Uuid>> {
+    let ids: Vec<Option<Uuid>> = sqlx::query_scalar(
+        "SELECT (SELECT id FROM backups ORDER BY id DESC LIMIT 1)
+         UNION ALL SELECT (SELECT id FROM restores ORDER BY id DESC LIMIT 1)",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(ids.into_iter().flatten().max())
+}
+
+/// Whether the catalog has seen past `id`: it holds a row created after it. An id that is not
+/// a UUID v7 carries no time, so it is never taken as seen.
+fn seen_past(newest: Option<Uuid>, id: Uuid) -> bool {
+    id.get_version_num() == 7 && newest.is_some_and(|n| n > id)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Only count what has no row; change nothing.
+    Count,
+    Delete,
 }
 
 /// A backup due for the presence check of its archive.
@@ -382,6 +524,7 @@ async fn verify_archives(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn reap_page(
     pool: &PgPool,
     storage: &Storage,
@@ -389,6 +532,8 @@ async fn reap_page(
     page: &[Listed],
     settings: Settings,
     now: DateTime<Utc>,
+    newest: Option<Uuid>,
+    mode: Mode,
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let owners: Vec<(&Listed, Option<Owner>)> = page.iter().map(|o| (o, owner(root, &o.key))).collect();
@@ -399,6 +544,25 @@ async fn reap_page(
             report.unknown_keys += 1;
             continue;
         };
+        let (id, rowless) = match owner {
+            Owner::Backup(id) => (id, !backups.contains_key(&id)),
+            Owner::Upload(id) => (id, !restores.contains_key(&id)),
+        };
+        if mode == Mode::Count {
+            if rowless {
+                report.unaccounted += 1;
+            } else {
+                report.accounted += 1;
+            }
+            continue;
+        }
+        if rowless && !seen_past(newest, id) {
+            tracing::warn!(key = %object.key, %id, newest = ?newest,
+                "object of a backup or restore newer than anything the catalog holds; left alone");
+            metrics::counter!("svalbard_reaper_actions_total", "action" => "spared_unknown").increment(1);
+            report.spared_unknown += 1;
+            continue;
+        }
         let reason = match verdict(&object.key, &owner, &backups, &restores) {
             Verdict::Keep => continue,
             Verdict::Protected(reason) => {
@@ -494,6 +658,19 @@ mod tests {
             ),
             Verdict::Orphan(_)
         ));
+    }
+
+    #[test]
+    fn only_ids_older_than_the_newest_row_count_as_seen() {
+        let (old, newest, young) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        assert!(seen_past(Some(newest), old));
+        assert!(!seen_past(Some(newest), young));
+        assert!(!seen_past(Some(newest), newest));
+        assert!(!seen_past(None, old), "an empty catalog has seen nothing");
+        assert!(
+            !seen_past(Some(Uuid::max()), Uuid::nil()),
+            "an id without a time is never seen"
+        );
     }
 
     #[test]

@@ -230,6 +230,8 @@ async fn killing_the_worker_process_mid_deletion_leaves_the_deletion_to_finish_l
 async fn the_reaper_sweeps_orphans_and_stale_uploads_and_confirms_lost_archives_before_saying_so() {
     let env = Env::new().await;
     let planet = env.orders_planet("reaper").await;
+    // The genuine orphans are older than the catalog's newest rows: it has seen past them.
+    let (stray_id, upload_id, stale_id) = (BackupId::new(), RestoreId::new(), BackupId::new());
     let [lost, kept]: [Value; 2] = env.backups_of(&planet, 2).await.try_into().unwrap();
     let s = &env.storage;
     let (t, p, x, _) = ids(&kept);
@@ -250,8 +252,8 @@ async fn the_reaper_sweeps_orphans_and_stale_uploads_and_confirms_lost_archives_
     // Planted: an archive of a backup the catalog never heard of, an upload of a restore that
     // does not exist, the archive of an attempt that lost, a stale multipart upload, and a file
     // that is not Svalbard's.
-    let stray = format!("{}archive-1.svb.zst", s.backup_prefix(t, p, x, BackupId::new()));
-    let upload = format!("{}dump.sql.gz", s.upload_prefix(t, p, x, RestoreId::new()));
+    let stray = format!("{}archive-1.svb.zst", s.backup_prefix(t, p, x, stray_id));
+    let upload = format!("{}dump.sql.gz", s.upload_prefix(t, p, x, upload_id));
     let zombie = format!("{}archive-9.svb.zst", env.prefix_of(&kept).await);
     let foreign = format!("{}README.txt", s.tenants_root());
     for key in [&stray, &upload, &zombie, &foreign] {
@@ -259,7 +261,7 @@ async fn the_reaper_sweeps_orphans_and_stale_uploads_and_confirms_lost_archives_
             .await
             .unwrap();
     }
-    let stale_key = format!("{}archive-1.svb.zst", s.backup_prefix(t, p, x, BackupId::new()));
+    let stale_key = format!("{}archive-1.svb.zst", s.backup_prefix(t, p, x, stale_id));
     s.client
         .create_multipart_upload()
         .bucket(&s.bucket)
@@ -369,10 +371,11 @@ async fn the_reaper_sweeps_orphans_and_stale_uploads_and_confirms_lost_archives_
 async fn a_reaper_pointed_at_the_wrong_bucket_halts_and_changes_nothing() {
     let env = Env::new().await;
     let planet = env.orders_planet("wrongbucket").await;
+    let stray_id = BackupId::new();
     let taken = env.backups_of(&planet, 3).await;
     let s = &env.storage;
     let (t, p, x, _) = ids(&taken[0]);
-    let stray = format!("{}archive-1.svb.zst", s.backup_prefix(t, p, x, BackupId::new()));
+    let stray = format!("{}archive-1.svb.zst", s.backup_prefix(t, p, x, stray_id));
     s.put(&stray, b"leftover".to_vec(), "application/octet-stream")
         .await
         .unwrap();
@@ -422,4 +425,87 @@ async fn a_reaper_pointed_at_the_wrong_bucket_halts_and_changes_nothing() {
         (None, 0, 1),
         "{r:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archives_newer_than_a_rolled_back_catalog_survive_the_reaper() {
+    let env = Env::new().await;
+    let planet = env.orders_planet("rollback").await;
+    let taken = env.backups_of(&planet, 4).await;
+    let s = &env.storage;
+    let all = || async { s.list_keys(&s.tenants_root()).await.unwrap() };
+    let before = all().await;
+    assert_eq!(before.len(), 8, "{before:?}");
+    // The control database goes back to a snapshot taken before the newest backup: its row is
+    // gone, its objects are not, and they are long past the grace period.
+    let forget = |b: &Value| {
+        let id: uuid::Uuid = b["id"].as_str().unwrap().parse().unwrap();
+        let pool = env.app.pool.clone();
+        async move {
+            sqlx::query("DELETE FROM backups WHERE id = $1")
+                .bind(id)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    };
+    forget(&taken[3]).await;
+    let eager = Settings::with_grace(Duration::ZERO, Duration::ZERO);
+    let later = Utc::now() + chrono::Duration::days(2);
+    let r = reaper::sweep(&env.app.pool, s, eager, later).await.unwrap();
+    assert_eq!(
+        (r.deleted_orphans, r.spared_unknown, r.halted.as_deref()),
+        (0, 2, None),
+        "{r:?}"
+    );
+    assert_eq!(all().await, before, "the newest backup's objects were deleted");
+
+    // A snapshot older still: two backups forgotten is too large a share of the bucket to be
+    // orphans, whatever their ids say.
+    forget(&taken[2]).await;
+    // Another backup is taken: the catalog has now seen past the forgotten ones.
+    env.backups_of(&planet, 1).await;
+    let before = all().await;
+    let r = reaper::sweep(&env.app.pool, s, eager, later).await.unwrap();
+    assert_eq!((r.deleted_orphans, r.spared_unknown), (0, 0), "{r:?}");
+    let why = r
+        .halted
+        .as_deref()
+        .unwrap_or_else(|| panic!("the sweep did not halt: {r:?}"));
+    assert!(why.contains("4 of the 10 objects"), "{why}");
+    assert_eq!(all().await, before, "the forgotten backups' objects were deleted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_control_database_on_a_used_bucket_deletes_nothing() {
+    let env = Env::new().await;
+    let planet = env.orders_planet("fresh").await;
+    env.backups_of(&planet, 2).await;
+    let s = &env.storage;
+    let eager = Settings::with_grace(Duration::ZERO, Duration::ZERO);
+    // The first installation's reaper has swept once: the bucket knows whose it is.
+    let r = reaper::sweep(&env.app.pool, s, eager, Utc::now()).await.unwrap();
+    assert_eq!((r.deleted_orphans, r.halted.as_deref()), (0, None), "{r:?}");
+    let before = s.list_keys(&s.tenants_root()).await.unwrap();
+
+    // A new installation, with its own empty control database, on the same bucket and prefix.
+    let mut o = crate::harness::fast_worker();
+    o["s3"] = json!({ "prefix": env.app.config.s3.prefix });
+    let fresh = Env::with_overrides(o).await;
+    let later = Utc::now() + chrono::Duration::days(2);
+    for _ in 0..2 {
+        let r = reaper::sweep(&fresh.app.pool, &fresh.storage, eager, later)
+            .await
+            .unwrap();
+        assert_eq!(r.deleted_orphans, 0, "{r:?}");
+        let why = r
+            .halted
+            .as_deref()
+            .unwrap_or_else(|| panic!("no mismatch reported: {r:?}"));
+        assert!(why.contains("installation"), "{why}");
+    }
+    assert_eq!(s.list_keys(&s.tenants_root()).await.unwrap(), before);
+    // The first installation is unaffected.
+    let r = reaper::sweep(&env.app.pool, s, eager, Utc::now()).await.unwrap();
+    assert_eq!(r.halted.as_deref(), None, "{r:?}");
 }
