@@ -89,8 +89,9 @@ impl std::fmt::Display for Entry {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyLists {
-    /// Networks (CIDR or single addresses) and host names (`*.example.com` for a whole domain)
-    /// re-admitted although a default rule refuses them.
+    /// Networks (CIDR or single addresses) re-admitted although a default rule refuses them, and
+    /// host names (`*.example.com` for a whole domain) re-admitted although a metadata service's
+    /// name rule refuses them; a name's resolved addresses still need an allowed network.
     #[serde(default)]
     pub allow: Vec<String>,
     /// Networks and host names refused in addition to the defaults; deny wins over allow.
