@@ -192,8 +192,9 @@ pub struct Tenant {
     /// The tenant's own limits; an absent one is the service's configured default.
     #[sqlx(flatten)]
     pub limits: TenantLimits,
-    /// Which hosts this tenant's planets may name, replacing the platform's `targets` lists;
-    /// absent means the platform's. Set by platform administrators only.
+    /// Which hosts this tenant's planets may name: its `allow` replaces the platform's
+    /// `targets.allow`, its `deny` adds to the platform's `targets.deny`, which keeps applying;
+    /// absent means the platform's lists. Set by platform administrators only.
     #[schema(value_type = Option<crate::netpolicy::PolicyLists>)]
     pub target_policy: Option<sqlx::types::Json<crate::netpolicy::PolicyLists>>,
     pub created_at: DateTime<Utc>,

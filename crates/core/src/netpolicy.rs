@@ -7,6 +7,12 @@
 //! `targets.allow` re-admits some of them, `targets.deny` refuses more; deny wins. The control
 //! database itself is refused whatever the lists say.
 //!
+//! An allowed *name* only lifts the rules about names (a metadata service's name): the addresses
+//! it resolves to still pass the address rules unless an allowed *network* covers them, since
+//! whoever controls the name's DNS chooses those addresses. A tenant's own lists replace the
+//! platform's `allow` for that tenant, while the platform's `deny` keeps applying on top of the
+//! tenant's: the platform's deny protects the platform, whatever a tenant was granted.
+//!
 //! [`decide`] is the whole decision and is pure: names are resolved by [`resolve`] first, and the
 //! caller connects to exactly the addresses that were decided on.
 
@@ -83,8 +89,9 @@ impl std::fmt::Display for Entry {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyLists {
-    /// Networks (CIDR or single addresses) and host names (`*.example.com` for a whole domain)
-    /// re-admitted although a default rule refuses them.
+    /// Networks (CIDR or single addresses) re-admitted although a default rule refuses them, and
+    /// host names (`*.example.com` for a whole domain) re-admitted although a metadata service's
+    /// name rule refuses them; a name's resolved addresses still need an allowed network.
     #[serde(default)]
     pub allow: Vec<String>,
     /// Networks and host names refused in addition to the defaults; deny wins over allow.
@@ -111,8 +118,10 @@ impl PolicyLists {
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub allow: Vec<Entry>,
-    pub deny: Vec<Entry>,
-    /// `targets` or `the tenant's targetPolicy`.
+    /// Each refused entry with the setting it comes from: a tenant's policy is checked against
+    /// the platform's deny list too, and a refusal names the list that refused.
+    pub deny: Vec<(Entry, &'static str)>,
+    /// Where `allow` comes from: `targets` or `the tenant's targetPolicy`.
     pub source: &'static str,
 }
 
@@ -125,7 +134,10 @@ impl Policy {
         };
         Ok(Self {
             allow: parse_all(&lists.allow, "allow")?,
-            deny: parse_all(&lists.deny, "deny")?,
+            deny: parse_all(&lists.deny, "deny")?
+                .into_iter()
+                .map(|e| (e, source))
+                .collect(),
             source,
         })
     }
@@ -137,6 +149,9 @@ pub struct ControlDb {
     pub addrs: Vec<IpAddr>,
     pub port: u16,
     pub database: String,
+    /// Set to the control host's name when it did not resolve: its addresses are unknown, so
+    /// every address is treated as possibly the control database on its port.
+    pub unresolved: Option<String>,
 }
 
 impl ControlDb {
@@ -219,19 +234,19 @@ fn bare(host: &str) -> &str {
 }
 
 /// The rules about the name itself, decided before it is resolved: a socket path, a denied name,
-/// a metadata service's name. `Ok(true)` when an allow entry names it (then its addresses need
-/// pass only the deny list and the control database's rule).
-pub fn check_name(policy: &Policy, host: &str) -> Result<bool, Refusal> {
+/// a metadata service's name. An allow entry naming the host lifts only the metadata name rule;
+/// its addresses are decided on their own.
+pub fn check_name(policy: &Policy, host: &str) -> Result<(), Refusal> {
     let refuse = |why: String| Err(Refusal(format!("host {host} is refused: {why}")));
     if host.starts_with('/') || host.starts_with('@') {
         return refuse("Unix socket paths are not allowed; name a host and port".into());
     }
     let name = bare(host).to_ascii_lowercase();
     if name.parse::<IpAddr>().is_ok() {
-        return Ok(false);
+        return Ok(());
     }
-    if let Some(e) = policy.deny.iter().find(|e| e.matches_name(&name)) {
-        return refuse(format!("{e} is listed in {}.deny", policy.source));
+    if let Some((e, source)) = policy.deny.iter().find(|(e, _)| e.matches_name(&name)) {
+        return refuse(format!("{e} is listed in {source}.deny"));
     }
     let allowed = policy.allow.iter().any(|e| e.matches_name(&name));
     if !allowed && METADATA_NAMES.contains(&name.trim_end_matches('.')) {
@@ -240,7 +255,7 @@ pub fn check_name(policy: &Policy, host: &str) -> Result<bool, Refusal> {
             policy.source
         ));
     }
-    Ok(allowed)
+    Ok(())
 }
 
 /// Decides whether `host:port` (which resolved to `addrs`) may be connected to, for a connection
@@ -253,7 +268,7 @@ pub fn decide(
     database: Option<&str>,
     addrs: &[IpAddr],
 ) -> Result<(), Refusal> {
-    let name_allowed = check_name(policy, host)?;
+    check_name(policy, host)?;
     let refuse = |why: String| Err(Refusal(format!("host {host} is refused: {why}")));
     let is_literal = bare(host).parse::<IpAddr>().is_ok();
     if addrs.is_empty() {
@@ -270,10 +285,18 @@ pub fn decide(
         if control.is_server(ip, port) && database.is_some_and(|d| d == control.database) {
             return refuse(format!("{via}that is Svalbard's own control database"));
         }
-        if let Some(e) = policy.deny.iter().find(|e| e.matches_addr(ip)) {
-            return refuse(format!("{via}{e} is listed in {}.deny", policy.source));
+        // Unknown addresses cannot be told apart from the control database's: refuse its port
+        // everywhere until its host resolves again, rather than protect nothing.
+        if let Some(control_host) = control.unresolved.as_deref().filter(|_| port == control.port) {
+            return refuse(format!(
+                "port {port} is the control database's, and its host {control_host} does not resolve now"
+            ));
         }
-        if name_allowed || policy.allow.iter().any(|e| e.matches_addr(ip)) {
+        if let Some((e, source)) = policy.deny.iter().find(|(e, _)| e.matches_addr(ip)) {
+            return refuse(format!("{via}{e} is listed in {source}.deny"));
+        }
+        // Only a network re-admits an address: an allowed name's DNS could point anywhere.
+        if policy.allow.iter().any(|e| e.matches_addr(ip)) {
             continue;
         }
         if let Some(rule) = default_rule(ip) {
@@ -340,17 +363,20 @@ impl Guard {
 
     /// The control database's addresses, resolved now. A socket directory means this machine.
     async fn control(&self) -> ControlDb {
+        let mut unresolved = None;
         let addrs = if self.control_host.is_empty() {
             Vec::new()
         } else if self.control_host.starts_with('/') || self.control_host.starts_with('@') {
             vec![IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)]
         } else {
-            resolve(&self.control_host, self.control_port)
-                .await
-                .unwrap_or_else(|_| {
-                    tracing::warn!(host = %self.control_host, "the control database's host does not resolve");
+            match resolve(&self.control_host, self.control_port).await {
+                Ok(addrs) if !addrs.is_empty() => addrs,
+                _ => {
+                    tracing::warn!(host = %self.control_host, "the control database's host does not resolve; its port is refused on every host");
+                    unresolved = Some(self.control_host.clone());
                     Vec::new()
-                })
+                }
+            }
         };
         let mut addrs = addrs;
         // A server on a loopback address or a wildcard listener answers on every local address.
@@ -361,14 +387,22 @@ impl Guard {
             addrs,
             port: self.control_port,
             database: self.control_database.clone(),
+            unresolved,
         }
     }
 
-    /// The policy in force for a tenant: its own lists replace the platform's when set.
+    /// The policy in force for a tenant: its own `allow` replaces the platform's, its own `deny`
+    /// adds to the platform's, which a tenant's policy can never lift.
     pub fn policy_for(&self, tenant: Option<&PolicyLists>) -> Result<Policy, Refusal> {
         match tenant {
             None => Ok(self.platform.clone()),
-            Some(lists) => Policy::parse(lists, "the tenant's targetPolicy").map_err(Refusal),
+            Some(lists) => {
+                let mut own = Policy::parse(lists, "the tenant's targetPolicy").map_err(Refusal)?;
+                let mut deny = self.platform.deny.clone();
+                deny.append(&mut own.deny);
+                own.deny = deny;
+                Ok(own)
+            }
         }
     }
 
@@ -380,11 +414,26 @@ impl Guard {
         port: u16,
         database: Option<&str>,
     ) -> Result<Vec<IpAddr>, Refusal> {
+        self.check_databases(tenant, host, port, &[database]).await
+    }
+
+    /// Like [`Guard::check`] for a job that connects to several databases of one server: one
+    /// lookup, and every database is decided on the addresses the connections will use.
+    pub async fn check_databases(
+        &self,
+        tenant: Option<&PolicyLists>,
+        host: &str,
+        port: u16,
+        databases: &[Option<&str>],
+    ) -> Result<Vec<IpAddr>, Refusal> {
         let policy = self.policy_for(tenant)?;
         // Refusals that need no lookup come first: a denied name need not resolve to be refused.
         check_name(&policy, host)?;
         let addrs = resolve(host, port).await?;
-        decide(&policy, &self.control().await, host, port, database, &addrs)?;
+        let control = self.control().await;
+        for database in databases {
+            decide(&policy, &control, host, port, *database, &addrs)?;
+        }
         Ok(addrs)
     }
 }
@@ -413,6 +462,7 @@ mod tests {
             addrs: vec![ip("10.0.0.5")],
             port: 5432,
             database: "svalbard".into(),
+            unresolved: None,
         }
     }
 
@@ -638,12 +688,72 @@ mod tests {
                 vec!["203.0.113.1"],
                 None,
             ),
+            // An allowed name lifts the name rules only: whoever runs its DNS picks the
+            // addresses, which still face the address rules unless a network re-admits them.
             (
                 policy(&["db.local"], &[]),
                 "DB.local",
                 5432,
                 None,
                 vec!["127.0.0.1"],
+                refused(
+                    "host DB.local is refused: it resolves to 127.0.0.1, and loopback addresses are not allowed (targets.allow)",
+                ),
+            ),
+            (
+                policy(&["db.local", "127.0.0.0/8"], &[]),
+                "DB.local",
+                5432,
+                None,
+                vec!["127.0.0.1"],
+                None,
+            ),
+            (
+                policy(&["*.acme.com"], &[]),
+                "x.acme.com",
+                80,
+                None,
+                vec!["169.254.169.254"],
+                refused(
+                    "host x.acme.com is refused: it resolves to 169.254.169.254, and cloud metadata addresses are not allowed (targets.allow)",
+                ),
+            ),
+            (
+                policy(&["*.acme.com"], &[]),
+                "x.acme.com",
+                5432,
+                Some("other"),
+                vec!["10.0.0.5"],
+                refused(
+                    "host x.acme.com is refused: it resolves to 10.0.0.5, and the control database's server is not allowed (targets.allow)",
+                ),
+            ),
+            (
+                policy(&["*.acme.com"], &[]),
+                "x.acme.com",
+                5432,
+                Some("svalbard"),
+                vec!["10.0.0.5"],
+                refused(
+                    "host x.acme.com is refused: it resolves to 10.0.0.5, and that is Svalbard's own control database",
+                ),
+            ),
+            (
+                policy(&["*.acme.com"], &[]),
+                "x.acme.com",
+                5432,
+                Some("app"),
+                vec!["203.0.113.4", "::1"],
+                refused(
+                    "host x.acme.com is refused: it resolves to ::1, and loopback addresses are not allowed (targets.allow)",
+                ),
+            ),
+            (
+                policy(&["*.acme.com"], &[]),
+                "x.acme.com",
+                5432,
+                Some("app"),
+                vec!["203.0.113.4"],
                 None,
             ),
             (
@@ -653,6 +763,16 @@ mod tests {
                 None,
                 vec!["203.0.113.1"],
                 None,
+            ),
+            (
+                policy(&["metadata"], &[]),
+                "metadata",
+                80,
+                None,
+                vec!["169.254.169.254"],
+                refused(
+                    "host metadata is refused: it resolves to 169.254.169.254, and cloud metadata addresses are not allowed (targets.allow)",
+                ),
             ),
             (
                 none(),
@@ -672,6 +792,125 @@ mod tests {
             let got = decide(&p, &control(), host, port, db, &addrs).err().map(|r| r.0);
             assert_eq!(got.as_deref(), expected, "{host}:{port} {db:?} {addrs:?}");
         }
+    }
+
+    fn lists(allow: &[&str], deny: &[&str]) -> PolicyLists {
+        PolicyLists {
+            allow: allow.iter().map(|s| (*s).to_owned()).collect(),
+            deny: deny.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    /// A tenant's own lists replace the platform's allow, but the platform's deny stays in force.
+    #[test]
+    fn a_tenants_policy_keeps_the_platforms_deny() {
+        let guard = Guard::new(&lists(&["127.0.0.0/8"], &["10.0.0.0/16", "*.platform.internal"]), None).unwrap();
+        let tenant_deny = "the tenant's targetPolicy";
+        type TenantCase = (Option<PolicyLists>, &'static str, Vec<&'static str>, Option<String>);
+        let cases: Vec<TenantCase> =
+            vec![
+            (
+                Some(lists(&["10.0.0.0/8"], &[])),
+                "10.0.1.1",
+                vec!["10.0.1.1"],
+                Some("host 10.0.1.1 is refused: 10.0.0.0/16 is listed in targets.deny".into()),
+            ),
+            (
+                Some(lists(&["0.0.0.0/0", "db.platform.internal"], &[])),
+                "db.platform.internal",
+                vec!["203.0.113.1"],
+                Some("host db.platform.internal is refused: *.platform.internal is listed in targets.deny".into()),
+            ),
+            (
+                Some(lists(&["10.0.0.0/8"], &[])),
+                "app.acme.com",
+                vec!["10.1.0.1", "10.0.9.9"],
+                Some(
+                    "host app.acme.com is refused: it resolves to 10.0.9.9, and 10.0.0.0/16 is listed in targets.deny"
+                        .into(),
+                ),
+            ),
+            // What the tenant's allow names outside the platform's deny is re-admitted.
+            (Some(lists(&["10.0.0.0/8"], &[])), "10.1.0.1", vec!["10.1.0.1"], None),
+            // The tenant's deny adds to the platform's.
+            (
+                Some(lists(&[], &["198.51.100.0/24"])),
+                "198.51.100.1",
+                vec!["198.51.100.1"],
+                Some(format!("host 198.51.100.1 is refused: 198.51.100.0/24 is listed in {tenant_deny}.deny")),
+            ),
+            // The platform's allow does not carry over to a tenant with its own lists.
+            (
+                Some(lists(&[], &[])),
+                "127.0.0.1",
+                vec!["127.0.0.1"],
+                Some(format!(
+                    "host 127.0.0.1 is refused: loopback addresses are not allowed ({tenant_deny}.allow)"
+                )),
+            ),
+            (None, "127.0.0.1", vec!["127.0.0.1"], None),
+            (
+                None,
+                "10.0.0.1",
+                vec!["10.0.0.1"],
+                Some("host 10.0.0.1 is refused: 10.0.0.0/16 is listed in targets.deny".into()),
+            ),
+        ];
+        for (tenant, host, addrs, expected) in cases {
+            let p = guard.policy_for(tenant.as_ref()).unwrap();
+            let addrs: Vec<IpAddr> = addrs.into_iter().map(ip).collect();
+            let got = decide(&p, &ControlDb::default(), host, 5432, Some("app"), &addrs)
+                .err()
+                .map(|r| r.0);
+            assert_eq!(got, expected, "{host} under {tenant:?}");
+        }
+    }
+
+    /// While the control host does not resolve, nothing on its port can be told apart from it.
+    #[test]
+    fn an_unresolved_control_host_refuses_its_port_everywhere() {
+        let control = ControlDb {
+            port: 5432,
+            database: "svalbard".into(),
+            unresolved: Some("ctl.invalid".into()),
+            ..ControlDb::default()
+        };
+        let open = policy(&["0.0.0.0/0", "::/0"], &[]);
+        let refusal = "port 5432 is the control database's, and its host ctl.invalid does not resolve now";
+        for (host, db) in [
+            ("203.0.113.1", Some("svalbard")),
+            ("203.0.113.1", Some("app")),
+            ("127.0.0.1", None),
+        ] {
+            let got = decide(&open, &control, host, 5432, db, &[ip(host)]).unwrap_err().0;
+            assert_eq!(got, format!("host {host} is refused: {refusal}"));
+        }
+        assert!(
+            decide(
+                &open,
+                &control,
+                "203.0.113.1",
+                5433,
+                Some("svalbard"),
+                &[ip("203.0.113.1")]
+            )
+            .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_control_host_that_does_not_resolve_fails_closed() {
+        let guard = Guard::new(
+            &lists(&["0.0.0.0/0", "::/0"], &[]),
+            Some("postgres://svalbard@ctl.invalid:5432/control"),
+        )
+        .unwrap();
+        let refused = guard.check(None, "127.0.0.1", 5432, Some("control")).await.unwrap_err();
+        assert_eq!(
+            refused.0,
+            "host 127.0.0.1 is refused: port 5432 is the control database's, and its host ctl.invalid does not resolve now"
+        );
+        assert!(guard.check(None, "127.0.0.1", 5433, Some("control")).await.is_ok());
     }
 
     #[test]

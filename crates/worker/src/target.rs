@@ -11,8 +11,15 @@ use svalbard_core::repo::tenants;
 
 use crate::runner::JobError;
 
+/// Maintenance databases the worker's administrative connections use on a planet's server
+/// (creating, renaming and dropping a restore's database, reading the server's version): they
+/// are connections to that server like any other, so a control database by one of these names
+/// must be refused for them too.
+const MAINTENANCE_DATABASES: &[&str] = &["postgres", "template1"];
+
 /// The connection pinned to its checked address, or a permanent failure naming the rule.
-/// `also` is another database the job will connect to on that server (a restore's target).
+/// `also` is another database the job will connect to on that server (a restore's target); the
+/// maintenance databases are checked as well.
 pub async fn checked(
     pool: &PgPool,
     guard: &Guard,
@@ -23,20 +30,16 @@ pub async fn checked(
     let lists = tenants::target_policy(pool, tenant)
         .await
         .map_err(|e| JobError::Transient(format!("the tenant's target policy cannot be read: {e}")))?;
-    let refused = |refusal: svalbard_core::netpolicy::Refusal| {
-        tracing::warn!(host = %conn.host, port = conn.port, %refusal, "target refused");
-        JobError::Permanent(refusal.0)
-    };
+    let mut databases = vec![Some(conn.database.as_str())];
+    databases.extend(also.into_iter().chain(MAINTENANCE_DATABASES.iter().copied()).map(Some));
+    databases.dedup();
     let addrs = guard
-        .check(lists.as_ref(), &conn.host, conn.port, Some(&conn.database))
+        .check_databases(lists.as_ref(), &conn.host, conn.port, &databases)
         .await
-        .map_err(refused)?;
-    if let Some(other) = also.filter(|d| *d != conn.database) {
-        guard
-            .check(lists.as_ref(), &conn.host, conn.port, Some(other))
-            .await
-            .map_err(refused)?;
-    }
+        .map_err(|refusal| {
+            tracing::warn!(host = %conn.host, port = conn.port, %refusal, "target refused");
+            JobError::Permanent(refusal.0)
+        })?;
     conn.hostaddr = addrs.first().copied();
     Ok(conn)
 }

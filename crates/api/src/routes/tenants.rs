@@ -35,8 +35,10 @@ pub struct CreateTenant {
     pub display_name: Option<String>,
     /// Limits of this tenant; absent ones are the service's defaults.
     pub limits: Option<TenantLimits>,
-    /// Hosts this tenant's planets may name, replacing the platform's `targets` lists; absent
-    /// means the platform's. The default refusals and the control database stay refused.
+    /// Hosts this tenant's planets may name: `allow` replaces the platform's `targets.allow`,
+    /// `deny` adds to the platform's `targets.deny`, which keeps applying; absent means the
+    /// platform's lists. An allowed name does not re-admit the addresses it resolves to (only
+    /// a network does); the control database and socket paths stay refused.
     pub target_policy: Option<PolicyLists>,
 }
 

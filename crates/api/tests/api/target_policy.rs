@@ -296,3 +296,84 @@ async fn only_platform_administrators_set_a_tenants_target_policy() {
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
 }
+
+#[tokio::test]
+async fn the_platforms_deny_list_still_refuses_a_tenant_with_its_own_policy() {
+    let app =
+        TestApp::spawn_with(json!({ "targets": { "allow": [], "deny": ["198.51.100.0/24", "*.platform.example"] } }))
+            .await;
+    let t = app.tenant("acme").await;
+    let planets = planets_path(&app, &t).await;
+    let admin = app.token(&t, Role::Admin);
+    // The tenant's override allows everything and denies something else of its own.
+    let r = app
+        .patch(
+            &format!("/api/v1/tenants/{t}"),
+            &app.platform(),
+            json!({ "targetPolicy": { "allow": ["0.0.0.0/0", "::/0", "db.platform.example"], "deny": ["192.0.2.0/24"] } }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    refused(
+        &app.post(&planets, &admin, planet("p", "198.51.100.7", 5432, "app"))
+            .await,
+        "host 198.51.100.7 is refused: 198.51.100.0/24 is listed in targets.deny",
+    );
+    refused(
+        &app.post(&planets, &admin, planet("p", "db.platform.example", 5432, "app"))
+            .await,
+        "host db.platform.example is refused: *.platform.example is listed in targets.deny",
+    );
+    refused(
+        &app.post(&planets, &admin, planet("p", "192.0.2.7", 5432, "app")).await,
+        "host 192.0.2.7 is refused: 192.0.2.0/24 is listed in the tenant's targetPolicy.deny",
+    );
+    // What the override re-admits outside the platform's deny is accepted.
+    let r = app
+        .post(&planets, &admin, planet("p", "203.0.113.7", 5432, "app"))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+}
+
+#[tokio::test]
+async fn an_allowed_name_does_not_re_admit_the_loopback_it_resolves_to() {
+    let app = TestApp::spawn_with(json!({ "targets": { "allow": [] } })).await;
+    let t = app.tenant("acme").await;
+    let planets = planets_path(&app, &t).await;
+    let admin = app.token(&t, Role::Admin);
+    // Whoever runs a name's DNS chooses its addresses: allowing `localhost` by name (as a
+    // platform admin might allow `*.acme.com`) must not reach this machine.
+    let set = |allow: Value| {
+        let app = &app;
+        let path = format!("/api/v1/tenants/{t}");
+        async move {
+            let r = app
+                .patch(&path, &app.platform(), json!({ "targetPolicy": { "allow": allow } }))
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text);
+        }
+    };
+    set(json!(["localhost"])).await;
+    refused(
+        &app.post(&planets, &admin, planet("p", "localhost", 5432, "app")).await,
+        "loopback addresses are not allowed (the tenant's targetPolicy.allow)",
+    );
+    // The platform's allow by name is no different.
+    let platform = TestApp::spawn_with(json!({ "targets": { "allow": ["localhost"] } })).await;
+    let pt = platform.tenant("acme").await;
+    let p_planets = planets_path(&platform, &pt).await;
+    refused(
+        &platform
+            .post(
+                &p_planets,
+                &platform.token(&pt, Role::Admin),
+                planet("p", "localhost", 5432, "app"),
+            )
+            .await,
+        "loopback addresses are not allowed (targets.allow)",
+    );
+    // A network re-admits it.
+    set(json!(["localhost", "127.0.0.0/8", "::1"])).await;
+    let r = app.post(&planets, &admin, planet("p", "localhost", 5432, "app")).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+}

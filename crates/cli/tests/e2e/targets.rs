@@ -150,3 +150,42 @@ async fn a_restore_into_the_control_database_is_refused() {
     stop.cancel();
     worker.await.unwrap();
 }
+
+#[tokio::test]
+async fn administrative_connections_to_a_control_database_named_postgres_are_refused() {
+    use secrecy::ExposeSecret as _;
+    let env = Env::new().await;
+    // A planet on the control database's server under another database name ...
+    let planet = env.planet("neighbour", "app_elsewhere", "postgres", None).await;
+    // ... for a worker whose control database is that server's `postgres`: the worker's
+    // administrative connections go to `postgres`, so the planet must be refused although its
+    // own database is not the control database.
+    let url = env.app.config.database_url.as_ref().unwrap().expose_secret().to_owned();
+    let control: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    let mut cfg = env.app.config.clone();
+    cfg.database_url = Some(
+        format!(
+            "postgres://{}@{}:{}/postgres",
+            control.get_username(),
+            control.get_host(),
+            control.get_port()
+        )
+        .into(),
+    );
+    let worker = svalbard_worker::build(&cfg, env.app.pool.clone()).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let s = stop.clone();
+    let running = tokio::spawn(async move { worker.run(s).await.unwrap() });
+
+    let b = env.start_backup(&planet).await;
+    let id = b["id"].as_str().unwrap();
+    let done = env.wait_status(id, "failed", Duration::from_secs(30)).await;
+    assert_eq!(
+        done["errorMessage"], "host 127.0.0.1 is refused: that is Svalbard's own control database",
+        "{done}"
+    );
+    let attempts = env.attempts(id).await;
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    stop.cancel();
+    running.await.unwrap();
+}
