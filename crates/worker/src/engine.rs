@@ -53,7 +53,7 @@ pub trait Driver: Send + Sync {
 
     async fn drop_database(&self, conn: &Connection, database: &str) -> Result<(), JobError>;
 
-    /// Gives `from` the name `to` (which must not exist).
+    /// Gives `from` the name `to` (which must not exist), ending `from`'s sessions.
     async fn rename_database(&self, conn: &Connection, from: &str, to: &str) -> Result<(), JobError>;
 
     /// The process that loads a dump of `kind` from stdin into `database` atomically, and how
@@ -244,6 +244,16 @@ impl Driver for Postgres {
     }
 
     async fn rename_database(&self, conn: &Connection, from: &str, to: &str) -> Result<(), JobError> {
+        // A database with sessions cannot be renamed; they are ended first, as a forced drop
+        // would. One that reconnects in between makes the rename fail, and nothing changed.
+        self.run_admin(
+            conn,
+            &format!(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = {} AND pid <> pg_backend_pid()",
+                pg::quote_literal(from)
+            ),
+        )
+        .await?;
         self.run_admin(
             conn,
             &format!(

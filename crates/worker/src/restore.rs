@@ -260,9 +260,17 @@ impl RestoreJob {
             return Err(e.into());
         }
         if into != database {
+            // The old target steps aside and is dropped only once the restored database has its
+            // name: a failure in between leaves the old database in place, never none.
             ctx.ensure_lease().await?;
-            driver.drop_database(&conn, &database).await?;
-            driver.rename_database(&conn, &into, &database).await?;
+            let aside = format!("{into}_old");
+            driver.drop_database(&conn, &aside).await?;
+            driver.rename_database(&conn, &database, &aside).await?;
+            if let Err(e) = driver.rename_database(&conn, &into, &database).await {
+                let _ = driver.rename_database(&conn, &aside, &database).await;
+                return Err(e.into());
+            }
+            driver.drop_database(&conn, &aside).await?;
         }
 
         // 4. What the target holds now.

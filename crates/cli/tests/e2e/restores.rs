@@ -198,6 +198,15 @@ async fn replace_needs_admin_and_a_non_empty_target_is_left_alone() {
     let done = env.restore_outcome(&r.header("location").unwrap()).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(source::fingerprint(&src).await.unwrap(), before);
+    // Neither the scratch database nor the old target set aside for the swap is left.
+    let mut admin_db = source::connect("postgres").await.unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname LIKE $1 || '\\_svb\\_%'")
+        .bind(&src)
+        .fetch_one(&mut admin_db)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    drop(admin_db);
 
     // Busy planets: no restore while a backup is pending, and the other way round.
     stop.cancel();
