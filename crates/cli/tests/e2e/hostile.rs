@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use svalbard_testkit::source;
 
 use crate::harness::Env;
+use crate::mysql::mariadb;
 
 /// A file that a payload would create if a client command ran on the worker.
 fn marker() -> PathBuf {
@@ -235,25 +236,19 @@ async fn a_tenant_reads_nothing_of_the_workers_environment() {
     source::drop(&src).await.unwrap();
 }
 
-fn mariadb(database: Option<&str>, sql: &str) -> String {
-    let mut cmd = std::process::Command::new("mariadb");
-    cmd.args([
-        "--no-defaults",
-        "-h",
-        "127.0.0.1",
-        "-P",
-        "3306",
-        "-u",
-        "root",
-        "--batch",
-        "--skip-column-names",
-    ]);
-    if let Some(db) = database {
-        cmd.arg(format!("--database={db}"));
-    }
-    let out = cmd.arg("-e").arg(sql).output().unwrap();
-    assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+/// A MySQL planet of `env`'s tenant on the local MariaDB, for database `db`.
+async fn mariadb_planet(env: &Env, db: &str) -> String {
+    let r = env
+        .app
+        .post(
+            &env.planets(),
+            &env.token,
+            json!({ "name": "maria", "engine": "mysql",
+                    "connection": { "host": "127.0.0.1", "port": 3306, "database": db, "user": "root", "sslmode": "disable" } }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.json()["id"].as_str().unwrap().to_owned()
 }
 
 fn mariadb_exists(db: &str) -> bool {
@@ -270,17 +265,7 @@ async fn mariadb_client_commands_do_not_run_either() {
     let db = format!("svalbard_t_myh_{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
     let other = format!("{db}_other");
     mariadb(None, &format!("CREATE DATABASE {db}; CREATE DATABASE {other}"));
-    let r = env
-        .app
-        .post(
-            &env.planets(),
-            &env.token,
-            json!({ "name": "maria", "engine": "mysql",
-                    "connection": { "host": "127.0.0.1", "port": 3306, "database": db, "user": "root", "sslmode": "disable" } }),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let planet = r.json()["id"].as_str().unwrap().to_owned();
+    let planet = mariadb_planet(&env, &db).await;
 
     // A file that, sourced, would write into another database.
     let sourced = marker().with_extension("sql");
@@ -342,17 +327,7 @@ async fn a_mariadb_dump_cannot_make_the_client_send_a_file_of_the_worker() {
     let (stop, worker) = env.worker();
     let db = format!("svalbard_t_myl_{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
     mariadb(None, &format!("CREATE DATABASE {db}"));
-    let r = env
-        .app
-        .post(
-            &env.planets(),
-            &env.token,
-            json!({ "name": "maria", "engine": "mysql",
-                    "connection": { "host": "127.0.0.1", "port": 3306, "database": db, "user": "root", "sslmode": "disable" } }),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let planet = r.json()["id"].as_str().unwrap().to_owned();
+    let planet = mariadb_planet(&env, &db).await;
     // A file of the worker's that a LOCAL load would read and send to the tenant's server.
     let secret = marker();
     std::fs::write(&secret, "platform-secret-line\n").unwrap();

@@ -7,7 +7,8 @@ use crate::harness::Env;
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-fn mariadb(database: Option<&str>, sql: &str) -> String {
+/// Runs SQL as root on the local MariaDB; its tab-separated answer.
+pub(crate) fn mariadb(database: Option<&str>, sql: &str) -> String {
     let mut cmd = std::process::Command::new("mariadb");
     cmd.args([
         "--no-defaults",
