@@ -42,7 +42,10 @@ export SVALBARD_AUTH__HS256_SECRET="$(openssl rand -hex 32)"
 export SVALBARD_CRYPTO__KEYS="c1:$(openssl rand -base64 32)"
 export SVALBARD_HTTP__LISTEN="127.0.0.1:$api_port"
 export SVALBARD_WORKER__LISTEN="127.0.0.1:$(free_port)"
+export SVALBARD_HTTP__METRICS_LISTEN="127.0.0.1:$(free_port)"
 export SVALBARD_S3__PREFIX="contract-$tag"
+# The databases under test live on this machine, which the default target policy refuses.
+export SVALBARD_TARGETS__ALLOW="127.0.0.0/8,::1"
 export SVALBARD_WORKER__LEASE_SECS=5 SVALBARD_WORKER__HEARTBEAT_SECS=1 SVALBARD_WORKER__POLL_SECS=1
 export SVALBARD_MAINTENANCE__SCHEDULE_TICK_SECS=3600
 export RUST_LOG="${RUST_LOG:-warn}"
@@ -144,6 +147,18 @@ checks.ensure_resource_availability.enabled = false
 [[operations]]
 include-operation-id = ["get_backup", "delete_backup", "archive", "update_backup", "restore_backup"]
 checks.use_after_free.enabled = false
+
+# Where a planet may point is the target policy's decision, made on the resolved address (a
+# made-up name that does not resolve, `0` for 0.0.0.0); whether a tenant policy's entry is a
+# network or a host name; whether a restore target derives from the planet's own database name:
+# none of it is JSON Schema's to say, and each 400 names the field and the rule.
+[[operations]]
+include-operation-id = ["create_planet", "update_planet", "create_tenant", "update_tenant"]
+checks.positive_data_acceptance.enabled = false
+
+[[operations]]
+include-operation-id = "restore_backup"
+checks.positive_data_acceptance.enabled = false
 
 # Whether a cron expression has a next run and a time zone is in the IANA database is more than
 # JSON Schema can say; the 400 names the field.
