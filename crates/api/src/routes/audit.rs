@@ -35,7 +35,8 @@ pub struct AuditFilter {
 }
 
 fn time(errors: &mut Vec<FieldError>, q: &HashMap<String, String>, field: &str) -> Option<DateTime<Utc>> {
-    let v = q.get(field).filter(|v| !v.is_empty())?;
+    // Present but empty is no time either: the document says date-time, and so does the 400.
+    let v = q.get(field)?;
     match DateTime::parse_from_rfc3339(v) {
         Ok(t) => Some(t.with_timezone(&Utc)),
         Err(_) => {
