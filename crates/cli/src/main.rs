@@ -2,6 +2,7 @@
 
 mod dev;
 mod embedded_s3;
+mod remote;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,6 +29,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    #[command(flatten)]
+    Service(Service),
+    #[command(flatten)]
+    Client(remote::Client),
+}
+
+/// Commands that run a part of Svalbard itself.
+#[derive(Subcommand)]
+enum Service {
     /// API and worker in one process on embedded defaults, for trying Svalbard out.
     Dev {
         /// Folder for generated secrets and a private database cluster.
@@ -145,20 +155,40 @@ pub async fn worker(config: &Config, pool: sqlx::PgPool) -> anyhow::Result<svalb
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Openapi => {
+        Command::Client(call) => match remote::run(call).await {
+            Ok(code) => std::process::ExitCode::from(code),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        },
+        Command::Service(command) => match run_service(cli.config, command).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("Error: {e:?}");
+                std::process::ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+async fn run_service(config_file: Option<PathBuf>, command: Service) -> anyhow::Result<()> {
+    let config_file = config_file.as_deref();
+    match command {
+        Service::Openapi => {
             print!("{}", svalbard_api::openapi::document_json());
             Ok(())
         }
-        Command::Token {
+        Service::Token {
             tenant,
             role,
             ttl,
             subject,
         } => {
-            let config = Config::load(cli.config.as_deref())?;
+            let config = Config::load(config_file)?;
             let role: Role = role.parse().map_err(|e: String| anyhow::anyhow!(e))?;
             if tenant != "*" {
                 tenant
@@ -171,21 +201,21 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Migrate => {
-            let config = Config::load(cli.config.as_deref())?;
+        Service::Migrate => {
+            let config = Config::load(config_file)?;
             init_tracing(&config);
             connect(&config).await?;
             tracing::info!("migrations applied");
             Ok(())
         }
-        Command::Serve => {
-            let config = Config::load(cli.config.as_deref())?;
+        Service::Serve => {
+            let config = Config::load(config_file)?;
             init_tracing(&config);
             let pool = connect(&config).await?;
             serve(config, pool, shutdown_signal()).await
         }
-        Command::Work => {
-            let config = Config::load(cli.config.as_deref())?;
+        Service::Work => {
+            let config = Config::load(config_file)?;
             init_tracing(&config);
             let pool = connect(&config).await?;
             let stop = shutdown_signal();
@@ -200,10 +230,10 @@ async fn main() -> anyhow::Result<()> {
             handle.stop(true).await;
             result
         }
-        Command::Dev {
+        Service::Dev {
             data_dir,
             private_cluster,
-        } => dev::run(cli.config.as_deref(), &data_dir, private_cluster).await,
+        } => dev::run(config_file, &data_dir, private_cluster).await,
     }
 }
 

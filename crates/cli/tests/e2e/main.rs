@@ -4,6 +4,7 @@
 
 mod backups;
 mod chaos;
+mod client;
 mod garage;
 mod harness;
 mod hostile;
