@@ -85,6 +85,14 @@ ensure_password_role() {
   fi
 }
 
+# promtool, to check the alert rules (Debian's prometheus package; its server is not started here).
+ensure_promtool() {
+  command -v promtool >/dev/null && return 0
+  log "installing promtool (Debian package prometheus)"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # Garage, a real S3 server, built once from crates.io into ~/.local.

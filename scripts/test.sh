@@ -18,6 +18,11 @@ psql -h 127.0.0.1 -U postgres -d postgres -Atc "SELECT datname FROM pg_database 
 mariadb --no-defaults -h 127.0.0.1 -u root -Nse "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'svalbard\\_t\\_%'" |
   while read -r db; do mariadb --no-defaults -h 127.0.0.1 -u root -e "DROP DATABASE IF EXISTS \`$db\`"; done
 
+# The alert rules: valid, and firing (or not) on synthetic series as their tests say.
+ensure_promtool
+promtool check rules deploy/prometheus/svalbard.rules.yml
+promtool test rules deploy/prometheus/svalbard.rules.test.yml
+
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
 else

@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod fleet_metrics;
 pub mod idempotency;
 pub mod openapi;
 pub mod routes;

@@ -108,16 +108,27 @@ pub struct Application {
 
 /// Prometheus metrics on their own listener: request counts by route and job activity are for
 /// the platform's scraper, not for whoever reaches the public API.
-fn metrics_server(listen: &str) -> anyhow::Result<(u16, Server)> {
+fn metrics_server(
+    listen: &str,
+    pool: PgPool,
+    config: svalbard_core::config::MetricsConfig,
+) -> anyhow::Result<(u16, Server)> {
     let listener = TcpListener::bind(listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (http.metrics_listen): {e}"))?;
     let port = listener.local_addr()?.port();
-    let server = HttpServer::new(|| App::new().route("/metrics", web::get().to(routes::ops::metrics)))
-        .workers(1)
-        .listen(listener)?
-        .disable_signals()
-        .shutdown_timeout(1)
-        .run();
+    let pool = web::Data::new(pool);
+    let config = web::Data::new(config);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(pool.clone())
+            .app_data(config.clone())
+            .route("/metrics", web::get().to(routes::ops::metrics))
+    })
+    .workers(1)
+    .listen(listener)?
+    .disable_signals()
+    .shutdown_timeout(1)
+    .run();
     Ok((port, server))
 }
 
@@ -144,7 +155,11 @@ impl Application {
         let metrics = if config.http.metrics_listen.trim().is_empty() {
             None
         } else {
-            Some(metrics_server(config.http.metrics_listen.trim())?)
+            Some(metrics_server(
+                config.http.metrics_listen.trim(),
+                pool.clone(),
+                config.metrics.clone(),
+            )?)
         };
         let state = web::Data::new(Arc::new(AppState {
             pool,

@@ -28,8 +28,54 @@ pub fn prometheus() -> &'static PrometheusHandle {
         let handle = recorder.handle();
         // Fails only if another recorder is installed already; the handle still renders ours.
         let _ = metrics::set_global_recorder(recorder);
+        describe();
         handle
     })
+}
+
+/// `# HELP` of every metric the processes record, each naming its unit.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "svalbard_http_requests_total",
+        "API requests answered, by method, route pattern and status (requests)."
+    );
+    describe_histogram!(
+        "svalbard_http_request_duration_seconds",
+        "Time to answer an API request, by method and route pattern (seconds)."
+    );
+    describe_gauge!(
+        "svalbard_jobs",
+        "Jobs queued or running across all workers, by state (jobs)."
+    );
+    describe_counter!(
+        "svalbard_jobs_total",
+        "Job attempts ended, by kind and outcome: succeeded, retried, failed, abandoned (attempts)."
+    );
+    describe_histogram!(
+        "svalbard_job_duration_seconds",
+        "Run time of a job attempt, by kind (seconds)."
+    );
+    describe_counter!(
+        "svalbard_backup_bytes_total",
+        "Bytes of backups: `dumped` read from the dump tool, `stored` written to object storage (bytes)."
+    );
+    describe_counter!(
+        "svalbard_schedule_runs_total",
+        "Due schedule runs handled, by outcome: created, skipped, coalesced (runs)."
+    );
+    describe_counter!(
+        "svalbard_backups_expired_total",
+        "Backups expired by retention (backups)."
+    );
+    describe_counter!(
+        "svalbard_reaper_actions_total",
+        "What the reaper did, by action: abort_upload, delete_orphan, suspect_missing, mark_missing, found_again, spared_unknown, halted, installation_mismatch (actions)."
+    );
+    describe_counter!(
+        "svalbard_storage_retries_total",
+        "Object-storage requests sent again after a retryable failure (requests)."
+    );
 }
 
 /// Root span of a request, with fields filled in once the caller is known.

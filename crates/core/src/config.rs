@@ -22,6 +22,7 @@ pub struct Config {
     pub maintenance: MaintenanceConfig,
     pub targets: TargetsConfig,
     pub log: LogConfig,
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -201,6 +202,24 @@ pub struct MaintenanceConfig {
     pub halt_missing_percent: u64,
 }
 
+/// The catalog gauges of the API's `/metrics`: one series per planet and metric, so their number
+/// is bounded here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Most planets given series of their own, the worst recovery points first; the rest are
+    /// counted in `svalbard_planets_unexported`.
+    pub planet_series_limit: u64,
+    /// Add `tenant`, `project` and `planet` name labels beside the ids (names are chosen by
+    /// tenants and may change, which starts new series).
+    pub name_labels: bool,
+    /// Recovery-point target of planets without an enabled schedule, in seconds; 0 leaves them
+    /// without one. Scheduled planets get twice their longest gap between runs.
+    pub rpo_unscheduled_secs: u64,
+    /// Reads the catalog at most this often, however often `/metrics` is scraped.
+    pub refresh_secs: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
@@ -317,6 +336,12 @@ fn defaults() -> serde_json::Value {
         },
         "targets": { "allow": [], "deny": [] },
         "log": LogConfig { format: "pretty".into(), filter: "info".into() },
+        "metrics": MetricsConfig {
+            planet_series_limit: 5000,
+            name_labels: false,
+            rpo_unscheduled_secs: 0,
+            refresh_secs: 15,
+        },
     })
 }
 

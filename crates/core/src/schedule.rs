@@ -166,6 +166,21 @@ impl Spec {
             .map(|t| t.with_timezone(&Utc))
     }
 
+    /// The longest gap between consecutive runs among the next `runs` after `from`: how long a
+    /// planet may go between two scheduled backups (a weekday-only cron waits over weekends).
+    #[must_use]
+    pub fn longest_gap(&self, from: DateTime<Utc>, runs: usize) -> Option<chrono::Duration> {
+        let mut at = self.next_after(from)?;
+        let mut longest: Option<chrono::Duration> = None;
+        for _ in 0..runs {
+            let next = self.next_after(at)?;
+            let gap = next - at;
+            longest = Some(longest.map_or(gap, |l| l.max(gap)));
+            at = next;
+        }
+        longest
+    }
+
     /// Runs strictly after `from` and at or before `until` (capped), for reporting missed runs.
     #[must_use]
     pub fn count_between(&self, from: DateTime<Utc>, until: DateTime<Utc>) -> u32 {
@@ -230,6 +245,25 @@ mod tests {
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn longest_gap_spans_a_weekend() {
+        let daily = Spec::parse("30 2 * * *", "Europe/Berlin").unwrap();
+        assert_eq!(
+            daily.longest_gap(utc("2026-06-01T00:00:00Z"), 16),
+            Some(chrono::Duration::days(1))
+        );
+        let weekdays = Spec::parse("0 6 * * 1-5", "UTC").unwrap();
+        assert_eq!(
+            weekdays.longest_gap(utc("2026-06-01T00:00:00Z"), 16),
+            Some(chrono::Duration::days(3))
+        );
+        let hourly = Spec::parse("0 * * * *", "UTC").unwrap();
+        assert_eq!(
+            hourly.longest_gap(utc("2026-06-01T00:00:00Z"), 16),
+            Some(chrono::Duration::hours(1))
+        );
     }
 
     fn runs(spec: &Spec, from: &str, n: usize) -> Vec<DateTime<Utc>> {

@@ -82,6 +82,14 @@ impl Steps {
     }
 }
 
+/// Names the backup and its planet on the job's span, so every line the attempt logs has them.
+fn record_ids(id: BackupId, project: svalbard_core::ids::ProjectId, planet: svalbard_core::ids::PlanetId) {
+    let span = tracing::Span::current();
+    span.record("backup_id", tracing::field::display(id));
+    span.record("project_id", tracing::field::display(project));
+    span.record("planet_id", tracing::field::display(planet));
+}
+
 #[async_trait]
 impl Handler for BackupJob {
     async fn run(&self, ctx: &JobContext, cancel: CancellationToken) -> Result<(), JobError> {
@@ -89,8 +97,7 @@ impl Handler for BackupJob {
         let row = backups::for_job(&ctx.pool, ctx.job.tenant_id, id)
             .await
             .map_err(transient)?;
-        let span = tracing::Span::current();
-        span.record("backup_id", tracing::field::display(id));
+        record_ids(id, row.project_id, row.planet_id);
         if !row.status().map_err(transient)?.in_flight() {
             tracing::info!(status = %row.status, "backup is no longer wanted; nothing to do");
             return Ok(());
@@ -323,7 +330,7 @@ impl Handler for DeleteJob {
         let row = backups::for_job(&ctx.pool, ctx.job.tenant_id, id)
             .await
             .map_err(transient)?;
-        tracing::Span::current().record("backup_id", tracing::field::display(id));
+        record_ids(id, row.project_id, row.planet_id);
         let status = row.status().map_err(transient)?;
         if !matches!(status, BackupStatus::Deleting | BackupStatus::Expired) {
             return Ok(());

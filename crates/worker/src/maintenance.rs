@@ -43,6 +43,15 @@ impl Maintenance {
         if !self.config.enabled {
             return;
         }
+        // At zero from the start, so alerts on `increase()` see the first event.
+        for outcome in ["created", "skipped", "coalesced"] {
+            metrics::counter!("svalbard_schedule_runs_total", "outcome" => outcome).increment(0);
+        }
+        metrics::counter!("svalbard_backups_expired_total").increment(0);
+        metrics::counter!("svalbard_storage_retries_total").increment(0);
+        for action in crate::reaper::ACTIONS {
+            metrics::counter!("svalbard_reaper_actions_total", "action" => action).increment(0);
+        }
         let tick = Duration::from_secs(self.config.schedule_tick_secs.max(1));
         let scheduler = async {
             loop {

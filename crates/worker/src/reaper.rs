@@ -26,6 +26,18 @@ use sqlx::PgPool;
 use svalbard_core::storage::{Listed, Storage};
 use uuid::Uuid;
 
+/// The `action` label values of `svalbard_reaper_actions_total`.
+pub const ACTIONS: [&str; 8] = [
+    "abort_upload",
+    "delete_orphan",
+    "suspect_missing",
+    "mark_missing",
+    "found_again",
+    "spared_unknown",
+    "halted",
+    "installation_mismatch",
+];
+
 /// Settings of one sweep.
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {

@@ -43,6 +43,13 @@ impl Handler for RestoreJob {
         let row = restores::for_job(&ctx.pool, ctx.job.tenant_id, id)
             .await
             .map_err(transient)?;
+        let span = tracing::Span::current();
+        span.record("restore_id", tracing::field::display(id));
+        span.record("project_id", tracing::field::display(row.project_id));
+        span.record("planet_id", tracing::field::display(row.planet_id));
+        if let Some(backup) = row.source_backup_id {
+            span.record("backup_id", tracing::field::display(backup));
+        }
         if !row.status().map_err(transient)?.in_flight() {
             return Ok(());
         }

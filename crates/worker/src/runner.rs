@@ -180,6 +180,13 @@ impl Worker {
     /// Runs until `stop` fires, then lets running jobs finish within the grace period and
     /// releases those that do not.
     pub async fn run(mut self, stop: CancellationToken) -> anyhow::Result<()> {
+        // Every series a dashboard or alert reads exists from the start, at zero, so `rate()`
+        // and `increase()` see the first event.
+        for kind in self.handlers.keys() {
+            for outcome in ["succeeded", "retried", "failed", "abandoned"] {
+                metrics::counter!("svalbard_jobs_total", "kind" => *kind, "outcome" => outcome).increment(0);
+            }
+        }
         let maintenance = self.maintenance.take();
         let this = Arc::new(self);
         let slots = Arc::new(Semaphore::new(this.config.concurrency.max(1)));
@@ -307,7 +314,10 @@ impl Worker {
             kind = %job.kind,
             subject_id = %job.subject_id,
             attempt = job.attempts,
+            project_id = tracing::field::Empty,
+            planet_id = tracing::field::Empty,
             backup_id = tracing::field::Empty,
+            restore_id = tracing::field::Empty,
         );
         async move {
             let lease = job.lease();

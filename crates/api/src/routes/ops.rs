@@ -56,9 +56,13 @@ async fn readyz(state: State) -> ApiResult<HttpResponse> {
     }
 }
 
-/// Prometheus metrics in the text exposition format (served on `http.metrics_listen` only).
-pub async fn metrics() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(crate::telemetry::prometheus().render())
+/// Prometheus metrics in the text exposition format (served on `http.metrics_listen` only): the
+/// process's own counters and the catalog gauges.
+pub async fn metrics(
+    pool: actix_web::web::Data<sqlx::PgPool>,
+    config: actix_web::web::Data<svalbard_core::config::MetricsConfig>,
+) -> HttpResponse {
+    let mut body = crate::telemetry::prometheus().render();
+    body.push_str(&crate::fleet_metrics::text(&pool, &config).await);
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body)
 }

@@ -10,6 +10,7 @@ mod harness;
 mod hostile;
 mod keys;
 mod mysql;
+mod observability;
 mod recovery;
 mod restores;
 mod retention;

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod backups;
+pub mod fleet;
 pub mod idempotency;
 pub mod limits;
 pub mod planets;
