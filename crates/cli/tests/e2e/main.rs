@@ -9,6 +9,7 @@ mod harness;
 mod hostile;
 mod keys;
 mod mysql;
+mod profiles;
 mod recovery;
 mod restores;
 mod retention;
