@@ -633,7 +633,7 @@ async fn profiles(w: &World) {
         text: String::new(),
     };
     w.contract.check(&Method::GET, &format!("{cw}/backup"), &r);
-    assert_eq!(r.header("content-type").as_deref(), Some("application/zstd"));
+    assert_eq!(r.header("content-type").as_deref(), Some("application/octet-stream"));
     let bytes = file.bytes().await.unwrap();
     assert!(bytes.len() > 100);
     let form = reqwest::multipart::Form::new().part(

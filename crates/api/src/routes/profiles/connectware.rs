@@ -177,7 +177,7 @@ async fn connectware_backup(
     security(("basic" = []), ("bearer" = [])),
     params(PlanetPath),
     responses(
-        (status = 200, description = "The backup file", content_type = "application/zstd", body = BackupFile),
+        (status = 200, description = "The backup file", content_type = "application/octet-stream", body = BackupFile),
         (status = 409, description = "The planet has no succeeded backup yet", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
 )]
@@ -218,7 +218,7 @@ async fn connectware_download(
         Some((chunk.map_err(std::io::Error::other), (next, body)))
     });
     let mut res = HttpResponse::Ok();
-    res.content_type("application/zstd").insert_header((
+    res.content_type("application/octet-stream").insert_header((
         header::CONTENT_DISPOSITION,
         format!("attachment; filename=\"{}.svb.zst\"", row.name),
     ));
