@@ -134,8 +134,13 @@ expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "422", "429"]
 # An uploaded archive must be a real dump: made-up bytes are rightly refused with a 400, which
 # no schema can tell apart from a valid file.
 [[operations]]
-include-operation-id = "restore_upload"
+include-operation-id = ["restore_upload", "connectware_restore"]
 checks.positive_data_acceptance.enabled = false
+
+# The Camunda-style profile's \`backupId\` is the client's number, not the seeded backup's UUID.
+[[operations]]
+include-operation-id = ["camunda_get_backup", "camunda_delete_backup"]
+parameters = { backupId = 123 }
 
 # A planet's schedule exists only once it is PUT: the links schemathesis infers from a created
 # planet to its schedule expect one that was never made.

@@ -44,10 +44,62 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::Unauthorized("the Authorization header must use the Bearer scheme".into()))?;
+    verify(state, token)
+}
+
+fn verify(state: &AppState, token: &str) -> Result<Caller, ApiError> {
     let caller = state.verifier.verify(token).map_err(|e| ApiError::Unauthorized(e.0))?;
     let span = tracing::Span::current();
     span.record("subject", caller.subject.as_str());
     Ok(caller)
+}
+
+/// A Bearer token, or HTTP Basic whose password is a Svalbard token (the user name is not
+/// looked at). Only the Connectware-style profile takes it, because that API's documented
+/// calls authenticate with `curl -u`; everything else takes Bearer alone.
+pub struct BasicOrBearer(pub Auth);
+
+impl FromRequest for BasicOrBearer {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let client = req.peer_addr().map(|a| a.ip().to_string());
+        let basic = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")))
+            .map(str::trim);
+        let caller = match basic {
+            None => authenticate(req),
+            Some(encoded) => basic_token(encoded).and_then(|token| {
+                let state = req
+                    .app_data::<web::Data<Arc<AppState>>>()
+                    .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("application state missing")))?;
+                verify(state, &token)
+            }),
+        };
+        ready(caller.map(|caller| Self(Auth(caller, client))))
+    }
+}
+
+/// The password of `user:password`, base64-encoded as RFC 7617 sends it.
+fn basic_token(encoded: &str) -> Result<String, ApiError> {
+    use base64::Engine as _;
+    let bad = || ApiError::Unauthorized("the Basic credentials must be base64 of `user:token`".into());
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| bad())?;
+    let text = String::from_utf8(decoded).map_err(|_| bad())?;
+    let (_, token) = text.split_once(':').ok_or_else(bad)?;
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(ApiError::Unauthorized(
+            "the Basic password must be a Svalbard token".into(),
+        ));
+    }
+    Ok(token.to_owned())
 }
 
 impl Auth {

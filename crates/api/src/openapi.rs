@@ -39,6 +39,15 @@ use crate::error::{PROBLEM_JSON, Problem};
         (name = "schedules", description = "Backup schedules of planets and their retention policies"),
         (name = "audit", description = "The audit log of a tenant: who did what, from where"),
         (name = "operations", description = "Health and readiness"),
+        (name = "guidewire", description = "Drop-in profile: the Guidewire database backups API, under \
+            `/api/v1/tenants/{tenantId}/starsystems/{projectId}` (a star system is a project)"),
+        (name = "connectware", description = "Drop-in profile: Connectware's database backup and restore, \
+            one planet per base URL `/profiles/connectware/tenants/{tenantId}/projects/{projectId}/planets/{planetId}`. \
+            Takes HTTP Basic as well as Bearer: any user name, a Svalbard token as the password"),
+        (name = "dbaas", description = "Drop-in profile: the DBaaS backups API, base URL \
+            `/profiles/dbaas/tenants/{tenantId}`; a database id is a planet id of the tenant"),
+        (name = "camunda", description = "Drop-in profile: Camunda's backup management API with client-chosen \
+            numeric ids, one planet per base URL `/profiles/camunda/tenants/{tenantId}/projects/{projectId}/planets/{planetId}`"),
     ),
 )]
 pub struct ApiDoc;
@@ -78,7 +87,14 @@ const WITH_BODY: &[(&str, &str)] = &[
 const WITH_KEY: &[(&str, &str)] = &[("422", "The Idempotency-Key was already used for a different request")];
 
 /// Operations that reach object storage while answering.
-const UPSTREAM: &[&str] = &["archive", "restore_upload"];
+const UPSTREAM: &[&str] = &[
+    "archive",
+    "restore_upload",
+    "connectware_download",
+    "connectware_restore",
+    "dbaas_archive",
+    "camunda_create_backup",
+];
 const BAD_GATEWAY: (&str, &str) = ("502", "Object storage did not answer as expected; retry later");
 
 /// The `Idempotency-Key` header as the server accepts it.
@@ -101,7 +117,7 @@ fn request_example(operation_id: &str) -> Option<Value> {
             }
         }),
         "update_planet" => json!({ "labels": { "team": "checkout" }, "connection": { "sslmode": "verify-full" } }),
-        "create_backup" => json!({
+        "create_backup" | "guidewire_create_backup" => json!({
             "mechanism": "logical",
             "planetClass": "dev",
             "temporary": true,
@@ -109,6 +125,7 @@ fn request_example(operation_id: &str) -> Option<Value> {
             "metadata": { "name": "sample backup", "description": "This is a sample backup." }
         }),
         "update_backup" => json!({ "pinned": true }),
+        "camunda_create_backup" => json!({ "backupId": 123 }),
         "restore_backup" => json!({ "targetDatabase": "orders_copy" }),
         "put_schedule" => json!({
             "cron": "30 2 * * *",
@@ -417,6 +434,16 @@ impl Modify for Shared {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+        // Only the Connectware-style profile names it: its documented calls use `curl -u`.
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Basic)
+                    .description(Some("Any user name; the password is a Svalbard token"))
                     .build(),
             ),
         );

@@ -31,17 +31,32 @@ fn api_v1(cfg: &mut ServiceConfig) {
         .configure(routes::backups::configure)
         .configure(routes::restores::configure)
         .configure(routes::schedules::configure)
-        .configure(routes::audit::configure);
+        .configure(routes::audit::configure)
+        .configure(routes::profiles::guidewire::configure);
+}
+
+/// The drop-in profiles that live outside `/api/v1`, each under a prefix of its own.
+fn profiles<T>(app: utoipa_actix_web::UtoipaApp<T>) -> utoipa_actix_web::UtoipaApp<T>
+where
+    T: actix_web::dev::ServiceFactory<
+            actix_web::dev::ServiceRequest,
+            Config = (),
+            Error = actix_web::Error,
+            InitError = (),
+        >,
+{
+    app.service(utoipa_actix_web::scope("/profiles/connectware").configure(routes::profiles::connectware::configure))
+        .service(utoipa_actix_web::scope("/profiles/dbaas").configure(routes::profiles::dbaas::configure))
+        .service(utoipa_actix_web::scope("/profiles/camunda").configure(routes::profiles::camunda::configure))
 }
 
 /// The OpenAPI document of every route, built the same way the server registers them.
 pub(crate) fn routes_and_doc() -> ((), Doc) {
-    let (_, mut doc) = App::new()
+    let app = App::new()
         .into_utoipa_app()
         .openapi(ApiDoc::openapi())
-        .service(utoipa_actix_web::scope("/api/v1").configure(api_v1))
-        .configure(routes::ops::configure)
-        .split_for_parts();
+        .service(utoipa_actix_web::scope("/api/v1").configure(api_v1));
+    let (_, mut doc) = profiles(app).configure(routes::ops::configure).split_for_parts();
     Shared.modify(&mut doc);
     ((), doc)
 }
@@ -174,12 +189,11 @@ impl Application {
         let table = web::Data::new(RouteTable::from_doc(&doc));
         telemetry::prometheus();
         let server = HttpServer::new(move || {
-            let (app, _) = App::new()
+            let app = App::new()
                 .into_utoipa_app()
                 .openapi(ApiDoc::openapi())
-                .service(utoipa_actix_web::scope("/api/v1").configure(api_v1))
-                .configure(routes::ops::configure)
-                .split_for_parts();
+                .service(utoipa_actix_web::scope("/api/v1").configure(api_v1));
+            let (app, _) = profiles(app).configure(routes::ops::configure).split_for_parts();
             app.app_data(state.clone())
                 .app_data(table.clone())
                 .app_data(extract::path_config())

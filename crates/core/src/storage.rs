@@ -245,6 +245,20 @@ impl Storage {
         Ok(Some(out.body.collect().await?.into_bytes().to_vec()))
     }
 
+    /// An object's body as a stream and its length, for the profiles that serve a download
+    /// themselves (a client that does not follow redirects).
+    pub async fn open(&self, key: &str) -> anyhow::Result<(Option<i64>, aws_sdk_s3::primitives::ByteStream)> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.error("reading an object", e))?;
+        Ok((out.content_length, out.body))
+    }
+
     /// Keys of every object under `prefix`.
     pub async fn list_keys(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
         let mut keys = Vec::new();

@@ -48,7 +48,7 @@ pub struct CreateBackup {
     pub metadata: Option<Metadata>,
 }
 
-fn status_filter(q: &ListQuery) -> Result<Option<&str>, ApiError> {
+pub(crate) fn status_filter(q: &ListQuery) -> Result<Option<&str>, ApiError> {
     match q.status.as_deref() {
         // Exactly as the document spells it: `status=` or `status=Succeeded` is no filter at all.
         Some(s) if s.parse::<BackupStatus>().is_err() => Err(ApiError::invalid(
@@ -59,7 +59,44 @@ fn status_filter(q: &ListQuery) -> Result<Option<&str>, ApiError> {
     }
 }
 
-fn backup_path(t: TenantId, p: ProjectId, b: BackupId) -> String {
+/// The validated form of a create request, as every route that creates a backup takes it.
+pub(crate) fn new_backup(state: &State, body: &CreateBackup) -> ApiResult<NewBackup> {
+    let mut errors = Vec::new();
+    if body.mechanism == Some(Mechanism::Physical) {
+        errors.push(FieldError::new(
+            "mechanism",
+            "physical backups are not supported for this engine yet; use `logical`",
+        ));
+    }
+    if let Some(days) = body.retention_period_in_days
+        && !(1..=3650).contains(&days)
+    {
+        errors.push(FieldError::new("retentionPeriodInDays", "must be between 1 and 3650"));
+    }
+    let metadata = body.metadata.clone().unwrap_or_default();
+    let metadata = Metadata {
+        name: optional_text(&mut errors, "metadata.name", metadata.name.as_deref(), 200),
+        description: optional_text(
+            &mut errors,
+            "metadata.description",
+            metadata.description.as_deref(),
+            2000,
+        ),
+    };
+    check(errors)?;
+    Ok(NewBackup {
+        mechanism: Mechanism::Logical,
+        method: Method::Manual,
+        planet_class: body.planet_class,
+        temporary: body.temporary.unwrap_or(false),
+        retention_days: body.retention_period_in_days,
+        metadata,
+        max_attempts: state.config.worker.max_attempts,
+        limits: (&state.config.limits).into(),
+    })
+}
+
+pub(crate) fn backup_path(t: TenantId, p: ProjectId, b: BackupId) -> String {
     format!("/tenants/{t}/projects/{p}/backups/{b}")
 }
 
@@ -92,39 +129,7 @@ async fn create_backup(
         planet,
     } = path.into_inner();
     let tenant = auth.tenant_with(tenant, Role::Operator)?;
-    let mut errors = Vec::new();
-    if body.mechanism == Some(Mechanism::Physical) {
-        errors.push(FieldError::new(
-            "mechanism",
-            "physical backups are not supported for this engine yet; use `logical`",
-        ));
-    }
-    if let Some(days) = body.retention_period_in_days
-        && !(1..=3650).contains(&days)
-    {
-        errors.push(FieldError::new("retentionPeriodInDays", "must be between 1 and 3650"));
-    }
-    let metadata = body.metadata.clone().unwrap_or_default();
-    let metadata = Metadata {
-        name: optional_text(&mut errors, "metadata.name", metadata.name.as_deref(), 200),
-        description: optional_text(
-            &mut errors,
-            "metadata.description",
-            metadata.description.as_deref(),
-            2000,
-        ),
-    };
-    check(errors)?;
-    let new = NewBackup {
-        mechanism: Mechanism::Logical,
-        method: Method::Manual,
-        planet_class: body.planet_class,
-        temporary: body.temporary.unwrap_or(false),
-        retention_days: body.retention_period_in_days,
-        metadata,
-        max_attempts: state.config.worker.max_attempts,
-        limits: (&state.config.limits).into(),
-    };
+    let new = new_backup(&state, &body)?;
     idem.run(&state, &auth, &body, || async {
         let storage = &state.storage;
         let b = backups::create(
@@ -336,25 +341,8 @@ async fn archive(state: State, auth: Auth, req: HttpRequest, path: web::Path<Bac
         .await?;
     let q = web::Query::<ArchiveQuery>::from_query(req.query_string())
         .map_err(|_| ApiError::invalid("redirect", "must be true or false"))?;
-    let row = backups::row(&state.pool, tenant, project, backup).await?;
-    let status = row.status()?;
-    let key = match (&row.object_key, status) {
-        (Some(key), BackupStatus::Succeeded) => key.clone(),
-        _ => {
-            return Err(ApiError::Conflict(format!(
-                "backup {backup} is {} and has no archive to download",
-                status.as_str()
-            )));
-        }
-    };
+    let (url, row) = download_url(&state, tenant, project, backup, audit).await?;
     let ttl = state.storage.presign_ttl;
-    let url = state
-        .storage
-        .presign_get(&key, &format!("{}.svb.zst", row.name), ttl)
-        .await
-        .map_err(|e| ApiError::BadGateway(format!("cannot sign a download URL: {e}")))?;
-    // No link leaves without its record: a failed write fails the request.
-    audit.write_alone(&state.pool, Some(backup.0)).await?;
     if q.redirect.unwrap_or(false) {
         return Ok(HttpResponse::Found().insert_header((header::LOCATION, url)).finish());
     }
@@ -365,6 +353,40 @@ async fn archive(state: State, auth: Auth, req: HttpRequest, path: web::Path<Bac
         size_bytes: row.size_bytes,
         checksum: row.checksum,
     }))
+}
+
+/// The object key of a succeeded backup's archive, or the conflict of one that has none.
+pub(crate) fn archive_key(row: &backups::Row) -> ApiResult<String> {
+    let status = row.status()?;
+    match (&row.object_key, status) {
+        (Some(key), BackupStatus::Succeeded) => Ok(key.clone()),
+        _ => Err(ApiError::Conflict(format!(
+            "backup {} is {} and has no archive to download",
+            row.id,
+            status.as_str()
+        ))),
+    }
+}
+
+/// A pre-signed URL of a succeeded backup's archive, written to the audit log (`audit` is the
+/// authorized `backup.download` record) before it is handed out.
+pub(crate) async fn download_url(
+    state: &State,
+    tenant: TenantId,
+    project: ProjectId,
+    backup: BackupId,
+    audit: svalbard_core::repo::audit::Entry,
+) -> ApiResult<(String, backups::Row)> {
+    let row = backups::row(&state.pool, tenant, project, backup).await?;
+    let key = archive_key(&row)?;
+    let url = state
+        .storage
+        .presign_get(&key, &format!("{}.svb.zst", row.name), state.storage.presign_ttl)
+        .await
+        .map_err(|e| ApiError::BadGateway(format!("cannot sign a download URL: {e}")))?;
+    // No link leaves without its record: a failed write fails the request.
+    audit.write_alone(&state.pool, Some(backup.0)).await?;
+    Ok((url, row))
 }
 
 /// The last backup of a planet, Connectware style.

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod backups;
 pub mod ops;
 pub mod planets;
+pub mod profiles;
 pub mod projects;
 pub mod restores;
 pub mod schedules;

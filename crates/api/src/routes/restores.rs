@@ -198,6 +198,31 @@ async fn restore_upload(
         project,
         planet,
     } = path.into_inner();
+    let r = upload(&state, &auth, &req, (tenant, project, planet), payload, false).await?;
+    let path = RestorePath {
+        tenant,
+        project: r.project_id,
+        restore: r.id,
+    };
+    Ok(HttpResponse::Accepted()
+        .insert_header((
+            actix_web::http::header::LOCATION,
+            location(&state, &restore_path(&path)),
+        ))
+        .json(r))
+}
+
+/// Streams an uploaded archive (multipart field `archive` or `file`) into object storage and
+/// schedules its restore into the planet: what every route restoring an upload does. With
+/// `replacing`, the restore replaces the planet's database whatever the form's options say.
+pub(crate) async fn upload(
+    state: &State,
+    auth: &Auth,
+    req: &actix_web::HttpRequest,
+    (tenant, project, planet): (svalbard_core::ids::TenantId, svalbard_core::ids::ProjectId, PlanetId),
+    payload: web::Payload,
+    replacing: bool,
+) -> ApiResult<Restore> {
     let (tenant, audit) = auth
         .authorize(&state.pool, tenant, Role::Operator, "restore.create", ("restore", None))
         .await?;
@@ -217,8 +242,8 @@ async fn restore_upload(
     let limit = state.config.limits.upload_bytes;
     let part_size = state.config.worker.part_size_mib * 1024 * 1024;
     let form = actix_multipart::Multipart::new(req.headers(), payload);
-    let received = receive(&state, form, &prefix, part_size, limit).await;
-    let (options, stored) = match received {
+    let received = receive(state, form, &prefix, part_size, limit).await;
+    let (mut options, stored) = match received {
         Ok(r) => r,
         Err(e) => {
             // Whatever part of the form arrived before the problem is not kept.
@@ -232,6 +257,9 @@ async fn restore_upload(
             "a file field named `archive` (or `file`) is required",
         ));
     };
+    if replacing {
+        options.replace = true;
+    }
     let cleanup = |e: ApiError| {
         let storage = state.storage.clone();
         let prefix = prefix.clone();
@@ -267,19 +295,7 @@ async fn restore_upload(
         limits: (&state.config.limits).into(),
     };
     match restores::create_with_id(&state.pool, tenant, project, id, new, &audit).await {
-        Ok(r) => {
-            let path = RestorePath {
-                tenant,
-                project: r.project_id,
-                restore: r.id,
-            };
-            Ok(HttpResponse::Accepted()
-                .insert_header((
-                    actix_web::http::header::LOCATION,
-                    location(&state, &restore_path(&path)),
-                ))
-                .json(r))
-        }
+        Ok(r) => Ok(r),
         // The options arrive as a form field: name the field as it was sent.
         Err(svalbard_core::Error::Validation(errors)) => Err(cleanup(ApiError::Validation(
             errors

@@ -309,6 +309,7 @@ async fn every_answer_of_every_operation_matches_the_committed_document() {
     w.planet = r.json()["id"].as_str().unwrap().to_owned();
 
     happy_path(&w).await;
+    profiles(&w).await;
     problems(&w).await;
     sweep(&w).await;
 
@@ -546,6 +547,167 @@ async fn happy_path(w: &World) {
     assert_eq!(r.status, 204, "{}", r.text);
 }
 
+/// Polls `path` (with `auth` applied to each request) until `done` holds.
+async fn poll(
+    w: &World,
+    path: &str,
+    auth: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let started = Instant::now();
+    loop {
+        let r = w.raw(Method::GET, path, &auth).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+        let v = r.json();
+        if done(&v) {
+            return v;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "{path} did not finish: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The drop-in profiles, each answer checked against the document like the native ones.
+async fn profiles(w: &World) {
+    let admin = Some(w.admin.as_str());
+    let bearer = |b: reqwest::RequestBuilder| b.bearer_auth(&w.admin);
+    let basic = |b: reqwest::RequestBuilder| b.basic_auth("admin", Some(&w.admin));
+
+    // Guidewire: the native routes under `starsystems`, with `type`, answering 200 to DELETE.
+    let star = format!("/api/v1/tenants/{}/starsystems/{}", w.tenant, w.project);
+    let r = w
+        .call(
+            Method::POST,
+            &format!("{star}/planets/{}/backups", w.planet),
+            admin,
+            Some(json!({
+                "mechanism": "logical", "planetClass": "dev", "temporary": true, "retentionPeriodInDays": 10,
+                "metadata": { "name": "sample backup", "description": "This is a sample backup." }
+            })),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json()["type"], "temporary");
+    let gw = r.json()["id"].as_str().unwrap().to_owned();
+    let b = w.wait(&format!("{star}/backups/{gw}"), finished).await;
+    assert_eq!(b["status"], "succeeded", "{b}");
+    assert_eq!(b["displayStatus"], "ready", "{b}");
+    w.call(
+        Method::GET,
+        &format!("{star}/planets/{}/backups", w.planet),
+        admin,
+        None,
+    )
+    .await;
+    let r = w
+        .call(Method::GET, &format!("{star}/backup?limit=5"), admin, None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    // Connectware: status, backup, download (streamed) and a replacing restore of the file.
+    let cw = format!(
+        "/profiles/connectware/tenants/{}/projects/{}/planets/{}/api/maintenance/db",
+        w.tenant, w.project, w.planet
+    );
+    let r = w.raw(Method::GET, &cw, basic).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = w.raw(Method::POST, &format!("{cw}/backup"), basic).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let s = poll(w, &cw, basic, |v| v["running"] == false).await;
+    assert_eq!(s["backup"]["succeded"], true, "{s}");
+    let file = w
+        .app
+        .client
+        .get(format!("{}{cw}/backup", w.app.base))
+        .basic_auth("admin", Some(&w.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(file.status(), 200);
+    let r = Resp {
+        status: 200,
+        headers: file.headers().clone(),
+        text: String::new(),
+    };
+    w.contract.check(&Method::GET, &format!("{cw}/backup"), &r);
+    assert_eq!(r.header("content-type").as_deref(), Some("application/octet-stream"));
+    let bytes = file.bytes().await.unwrap();
+    assert!(bytes.len() > 100);
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(bytes.to_vec()).file_name("connectware-db-backup.tgz"),
+    );
+    let r = w
+        .raw(Method::POST, &format!("{cw}/restore"), |b| {
+            b.basic_auth("admin", Some(&w.admin)).multipart(form)
+        })
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let s = poll(w, &cw, basic, |v| v["running"] == false).await;
+    assert_eq!(s["restore"]["succeded"], true, "{s}");
+    assert_eq!(s["restore"]["statusMessage"], "OK", "{s}");
+
+    // DBaaS: the envelopes and the archive link.
+    let db = format!(
+        "/profiles/dbaas/tenants/{}/api/databases/{}/backups",
+        w.tenant, w.planet
+    );
+    let r = w.raw(Method::POST, &db, bearer).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let created = r.json()["database_backup"].clone();
+    assert_eq!(created["status"], "scheduled", "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let list = poll(w, &db, bearer, |v| {
+        v["database_backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["id"] == id.as_str() && b["status"] == "done")
+    })
+    .await;
+    assert!(list["database_backups"].as_array().unwrap().len() >= 2, "{list}");
+    let r = w.raw(Method::GET, &format!("{db}/{id}/archive"), bearer).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    // Camunda: a client-chosen number, its state, the list, a duplicate, the delete.
+    let cam = format!(
+        "/profiles/camunda/tenants/{}/projects/{}/planets/{}/actuator/backupHistory",
+        w.tenant, w.project, w.planet
+    );
+    let r = w
+        .call(Method::POST, &cam, admin, Some(json!({ "backupId": 123 })))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.json()["scheduledSnapshots"].as_array().unwrap().len(),
+        3,
+        "{}",
+        r.text
+    );
+    let r = w
+        .call(Method::POST, &cam, admin, Some(json!({ "backupId": 123 })))
+        .await;
+    assert_eq!(r.names_field("backupId")["status"], 400, "{}", r.text);
+    let one = format!("{cam}/123");
+    let s = poll(w, &one, bearer, |v| v["state"] != "IN_PROGRESS").await;
+    assert_eq!(s["state"], "COMPLETED", "{s}");
+    let r = w.call(Method::GET, &cam, admin, None).await;
+    assert_eq!(r.json()[0]["backupId"], 123, "{}", r.text);
+    let r = w.call(Method::DELETE, &one, admin, None).await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let r = w.call(Method::GET, &one, admin, None).await;
+    assert_eq!(r.status, 404, "{}", r.text);
+
+    // Guidewire's DELETE, last: the archive it removes is no longer needed.
+    let r = w
+        .call(Method::DELETE, &format!("{star}/backups/{gw}"), admin, None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
 /// The problems a client meets, each one documented.
 async fn problems(w: &World) {
     let admin = Some(w.admin.as_str());
@@ -656,7 +818,7 @@ async fn sweep(w: &World) {
     let unknown: BTreeMap<&str, String> = BTreeMap::new();
     for (m, template) in w.contract.operations() {
         let method = method_of(&m);
-        let public = !template.starts_with("/api/");
+        let public = !template.starts_with("/api/") && !template.starts_with("/profiles/");
         let body = (m != "GET" && m != "DELETE").then(|| json!({}));
         let path = fill(&template, &real);
         let r = w.call(method.clone(), &path, None, body.clone()).await;

@@ -17,10 +17,17 @@ async fn world(app: &TestApp) -> World {
     let a = app.tenant("alpha").await;
     let a_project = app.project(&a, "shop").await;
     let a_planet = app.planet(&a, &a_project, "orders").await;
+    // The backup is taken through the Camunda-style profile, so that it also has a number.
+    let numbered =
+        format!("/profiles/camunda/tenants/{a}/projects/{a_project}/planets/{a_planet}/actuator/backupHistory");
+    let r = app
+        .post(&numbered, &app.platform(), json!({ "backupId": NUMBER }))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
     let backups = format!("/api/v1/tenants/{a}/projects/{a_project}/planets/{a_planet}/backups");
-    let r = app.post(&backups, &app.platform(), json!({})).await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let a_backup = r.json()["id"].as_str().unwrap().to_owned();
+    let r = app.get(&backups, &app.platform()).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let a_backup = r.json()["items"][0]["id"].as_str().unwrap().to_owned();
     let schedule = format!("/api/v1/tenants/{a}/projects/{a_project}/planets/{a_planet}/schedule");
     let r = app
         .send(
@@ -43,11 +50,18 @@ async fn world(app: &TestApp) -> World {
     }
 }
 
+/// The number of the world's backup in the Camunda-style profile.
+const NUMBER: i64 = 7;
+
 /// Every tenant-scoped endpoint, addressed with tenant `t`, project `p`, planet `x` and
 /// backup `b`, with the role each needs. Deleting ones come last.
 fn endpoints(t: &str, p: &str, x: &str, b: &str) -> Vec<(Method, String, Option<Value>, Role)> {
     let planets = format!("/api/v1/tenants/{t}/projects/{p}/planets");
     let backups = format!("/api/v1/tenants/{t}/projects/{p}/backups");
+    let starsystem = format!("/api/v1/tenants/{t}/starsystems/{p}");
+    let connectware = format!("/profiles/connectware/tenants/{t}/projects/{p}/planets/{x}/api/maintenance/db");
+    let databases = format!("/profiles/dbaas/tenants/{t}/api/databases/{x}/backups");
+    let camunda = format!("/profiles/camunda/tenants/{t}/projects/{p}/planets/{x}/actuator/backupHistory");
     vec![
         (Method::GET, format!("/api/v1/tenants/{t}"), None, Role::Viewer),
         (Method::GET, format!("/api/v1/tenants/{t}/projects"), None, Role::Viewer),
@@ -114,7 +128,47 @@ fn endpoints(t: &str, p: &str, x: &str, b: &str) -> Vec<(Method, String, Option<
             Some(json!({ "pinned": true })),
             Role::Admin,
         ),
+        // The drop-in profiles.
+        (
+            Method::POST,
+            format!("{starsystem}/planets/{x}/backups"),
+            Some(json!({ "temporary": true })),
+            Role::Operator,
+        ),
+        (
+            Method::GET,
+            format!("{starsystem}/planets/{x}/backups"),
+            None,
+            Role::Viewer,
+        ),
+        (Method::GET, format!("{starsystem}/backup"), None, Role::Viewer),
+        (Method::GET, format!("{starsystem}/backups/{b}"), None, Role::Viewer),
+        (Method::GET, connectware.clone(), None, Role::Viewer),
+        (Method::POST, format!("{connectware}/backup"), None, Role::Operator),
+        (Method::GET, format!("{connectware}/backup"), None, Role::Operator),
+        // Not a form: refused as such once the caller may restore.
+        (
+            Method::POST,
+            format!("{connectware}/restore"),
+            Some(json!({})),
+            Role::Admin,
+        ),
+        (Method::GET, databases.clone(), None, Role::Viewer),
+        (Method::POST, databases.clone(), None, Role::Operator),
+        (Method::GET, format!("{databases}/{b}/archive"), None, Role::Operator),
+        (
+            Method::POST,
+            camunda.clone(),
+            Some(json!({ "backupId": NUMBER + 1 })),
+            Role::Operator,
+        ),
+        (Method::GET, camunda.clone(), None, Role::Viewer),
+        (Method::GET, format!("{camunda}/{NUMBER}"), None, Role::Viewer),
         (Method::DELETE, format!("{planets}/{x}/schedule"), None, Role::Admin),
+        // The numbered backup is the world's backup: deleted under its number first, then again
+        // through the other routes (a repeated delete changes nothing).
+        (Method::DELETE, format!("{camunda}/{NUMBER}"), None, Role::Admin),
+        (Method::DELETE, format!("{starsystem}/backups/{b}"), None, Role::Admin),
         (Method::DELETE, format!("{backups}/{b}"), None, Role::Admin),
         (Method::DELETE, format!("{planets}/{x}"), None, Role::Admin),
         (

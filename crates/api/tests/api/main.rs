@@ -9,6 +9,7 @@ mod contract;
 mod isolation;
 mod openapi;
 mod ops;
+mod profiles;
 mod resources;
 mod schedules;
 mod secrets;

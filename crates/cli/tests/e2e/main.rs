@@ -11,6 +11,7 @@ mod hostile;
 mod keys;
 mod mysql;
 mod observability;
+mod profiles;
 mod recovery;
 mod restores;
 mod retention;

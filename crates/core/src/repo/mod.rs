@@ -2,6 +2,7 @@
 //! first, so no query can forget the scoping.
 
 pub mod audit;
+pub mod backup_numbers;
 pub mod backups;
 pub mod fleet;
 pub mod idempotency;

@@ -210,6 +210,21 @@ pub async fn get(pool: &PgPool, tenant: TenantId, project: ProjectId, planet: Pl
     row(pool, tenant, project, planet).await?.into_planet()
 }
 
+/// A planet of the tenant by its id alone (planet ids are unique across projects).
+pub async fn find(pool: &PgPool, tenant: TenantId, planet: PlanetId) -> Result<Planet> {
+    sqlx::query_as::<_, Row>(concat!(
+        "SELECT ",
+        planet_columns!(),
+        " FROM planets WHERE tenant_id = $1 AND id = $2"
+    ))
+    .bind(tenant)
+    .bind(planet)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(Error::NotFound("planet"))?
+    .into_planet()
+}
+
 /// The planet and its connection with the password opened, for the worker.
 pub async fn get_with_connection(
     pool: &PgPool,
