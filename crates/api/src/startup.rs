@@ -31,7 +31,8 @@ fn api_v1(cfg: &mut ServiceConfig) {
         .configure(routes::backups::configure)
         .configure(routes::restores::configure)
         .configure(routes::schedules::configure)
-        .configure(routes::audit::configure);
+        .configure(routes::audit::configure)
+        .configure(routes::webhooks::configure);
 }
 
 /// The OpenAPI document of every route, built the same way the server registers them.

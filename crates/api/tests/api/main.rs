@@ -14,3 +14,4 @@ mod schedules;
 mod secrets;
 mod target_policy;
 mod validation;
+mod webhooks;

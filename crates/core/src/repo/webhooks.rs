@@ -162,19 +162,27 @@ impl DeliveryRow {
 }
 
 /// An endpoint's deliveries, newest first.
-pub async fn deliveries(pool: &PgPool, tenant: TenantId, id: WebhookId, page: PageRequest) -> Result<Page<Delivery>> {
+pub async fn deliveries(
+    pool: &PgPool,
+    tenant: TenantId,
+    id: WebhookId,
+    status: Option<DeliveryStatus>,
+    page: PageRequest,
+) -> Result<Page<Delivery>> {
     get(pool, tenant, id).await?;
     let rows = sqlx::query_as::<_, DeliveryRow>(
         "SELECT id, endpoint_id, event_type, COALESCE(payload -> 'data', '{}') AS data, status, attempts,
                 created_at, next_attempt_at, completed_at
          FROM webhook_deliveries
          WHERE tenant_id = $1 AND endpoint_id = $2 AND ($3::uuid IS NULL OR id < $3)
+           AND ($5::text IS NULL OR status = $5)
          ORDER BY id DESC LIMIT $4",
     )
     .bind(tenant)
     .bind(id)
     .bind(page.before)
     .bind(page.fetch())
+    .bind(status.map(DeliveryStatus::as_str))
     .fetch_all(pool)
     .await?;
     let items = rows
