@@ -16,3 +16,4 @@ mod retention;
 mod storage;
 mod targets;
 mod uploads;
+mod webhooks;
