@@ -178,7 +178,13 @@ fn verify(secret: &str, r: &Received) {
 async fn a_finished_backup_is_delivered_signed() {
     let env = Env::with_overrides(overrides()).await;
     let receiver = Receiver::start(|_| (200, Duration::ZERO)).await;
-    let (hook, secret) = webhook(&env, &env.tenant, &receiver.url("/svalbard"), &["backup.succeeded"]).await;
+    let (hook, secret) = webhook(
+        &env,
+        &env.tenant,
+        &receiver.url("/svalbard"),
+        &["backup.succeeded", "restore.succeeded", "restore.failed"],
+    )
+    .await;
     let src = source::create("hook", &source::sample_schema(100)).await.unwrap();
     let planet = env.planet("orders", &src, "postgres", None).await;
     let (stop, worker) = env.worker();
@@ -227,8 +233,31 @@ async fn a_finished_backup_is_delivered_signed() {
     assert_eq!(attempts[0]["httpStatus"], 200);
     // Only a sanitised excerpt of the answer is kept.
     assert_eq!(attempts[0]["response"], "answer 0  X-Injected: 1", "{d}");
+
+    // Restoring it is told too, in a delivery of its own.
+    let target = format!("{src}_copy");
+    let r = env.restore(id, &env.token, json!({ "targetDatabase": target })).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let restore = env.restore_outcome(&r.header("location").unwrap()).await;
+    assert_eq!(restore["status"], "succeeded", "{restore}");
+    let got = receiver.wait_for(2, Duration::from_secs(20)).await;
+    verify(&secret, &got[1]);
+    let body: Value = serde_json::from_slice(&got[1].body).unwrap();
+    assert_eq!(body["type"], "restore.succeeded", "{body}");
+    assert_eq!(body["data"]["restoreId"], restore["id"], "{body}");
+    assert_eq!(body["data"]["sourceBackupId"], id, "{body}");
+    assert_eq!(body["data"]["status"], "succeeded", "{body}");
+    assert_ne!(got[0].headers["webhook-id"], got[1].headers["webhook-id"]);
+    let deliveries = settled(&env, &env.tenant, &hook, Duration::from_secs(10)).await;
+    let events: Vec<&Value> = deliveries.iter().map(|d| &d["eventType"]).collect();
+    assert_eq!(
+        events,
+        [&json!("restore.succeeded"), &json!("backup.succeeded")],
+        "newest first"
+    );
     stop.cancel();
     worker.await.unwrap();
+    source::drop(&target).await.unwrap();
     source::drop(&src).await.unwrap();
 }
 
