@@ -224,6 +224,8 @@ pub struct WebhooksConfig {
     /// queued, or after `max_attempts`.
     pub retry_horizon_secs: u64,
     pub max_attempts: i32,
+    /// Delivered and failed deliveries are deleted after this many days.
+    pub retention_days: u64,
 }
 
 impl WebhooksConfig {
@@ -362,6 +364,7 @@ fn defaults() -> serde_json::Value {
             backoff_max_secs: 3600,
             retry_horizon_secs: 24 * 3600,
             max_attempts: 40,
+            retention_days: 30,
         },
         "log": LogConfig { format: "pretty".into(), filter: "info".into() },
     })

@@ -26,6 +26,9 @@ use tokio_util::sync::CancellationToken;
 /// Bytes of an answer's body read at most (only an excerpt of them is kept).
 const BODY_READ: usize = 1024;
 
+/// How often old deliveries are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
 pub struct Deliverer {
     pub pool: PgPool,
     pub keys: Arc<KeyRing>,
@@ -57,7 +60,17 @@ impl Deliverer {
         let poll = Duration::from_millis(this.config.poll_millis.max(50));
         // Longer than any attempt, so a live attempt's lease never runs out under it.
         let lease = this.timeout() * 2 + Duration::from_secs(30);
+        let mut pruned_at: Option<Instant> = None;
         while !stop.is_cancelled() {
+            if pruned_at.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+                pruned_at = Some(Instant::now());
+                let age = Duration::from_secs(this.config.retention_days.saturating_mul(86_400));
+                match webhooks::prune(&this.pool, age, 1000).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(deleted = n, "old webhook deliveries deleted"),
+                    Err(e) => tracing::debug!(error = %e, "pruning webhook deliveries failed"),
+                }
+            }
             let free = slots.available_permits();
             if free > 0 {
                 match webhooks::claim(&this.pool, free, this.config.per_tenant, lease).await {

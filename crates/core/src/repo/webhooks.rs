@@ -415,3 +415,18 @@ pub async fn record(pool: &PgPool, claimed: &Claimed, attempt: &Attempt, next: N
     .rows_affected();
     Ok(n == 1)
 }
+
+/// Deletes up to `batch` deliveries that were delivered or given up more than `age` ago.
+pub async fn prune(pool: &PgPool, age: Duration, batch: i64) -> Result<u64> {
+    Ok(sqlx::query(
+        "DELETE FROM webhook_deliveries WHERE id IN (
+             SELECT id FROM webhook_deliveries
+             WHERE status <> $1 AND completed_at < now() - make_interval(secs => $2) LIMIT $3)",
+    )
+    .bind(DeliveryStatus::Pending.as_str())
+    .bind(age.as_secs_f64())
+    .bind(batch)
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
