@@ -37,6 +37,7 @@ use crate::error::{PROBLEM_JSON, Problem};
         (name = "backups", description = "Backups of planets, their archives and maintenance status"),
         (name = "restores", description = "Restores of stored backups into planets"),
         (name = "schedules", description = "Backup schedules of planets and their retention policies"),
+        (name = "webhooks", description = "Signed notifications of a tenant's backups and restores, sent to its own endpoints"),
         (name = "audit", description = "The audit log of a tenant: who did what, from where"),
         (name = "operations", description = "Health and readiness"),
         (name = "guidewire", description = "Drop-in profile: the Guidewire database backups API, under \
@@ -126,6 +127,10 @@ fn request_example(operation_id: &str) -> Option<Value> {
         }),
         "update_backup" => json!({ "pinned": true }),
         "camunda_create_backup" => json!({ "backupId": 123 }),
+        "create_webhook" => json!({
+            "url": "https://hooks.example.com/svalbard",
+            "eventTypes": ["backup.failed", "restore.failed", "verification.failed"]
+        }),
         "restore_backup" => json!({ "targetDatabase": "orders_copy" }),
         "put_schedule" => json!({
             "cron": "30 2 * * *",

@@ -32,7 +32,8 @@ fn api_v1(cfg: &mut ServiceConfig) {
         .configure(routes::restores::configure)
         .configure(routes::schedules::configure)
         .configure(routes::audit::configure)
-        .configure(routes::profiles::guidewire::configure);
+        .configure(routes::profiles::guidewire::configure)
+        .configure(routes::webhooks::configure);
 }
 
 /// The drop-in profiles that live outside `/api/v1`, each under a prefix of its own.

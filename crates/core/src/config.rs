@@ -21,6 +21,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub maintenance: MaintenanceConfig,
     pub targets: TargetsConfig,
+    pub webhooks: WebhooksConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
 }
@@ -220,6 +221,43 @@ pub struct MetricsConfig {
     pub refresh_secs: u64,
 }
 
+/// Delivery of webhooks by the workers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Whether this worker delivers webhooks at all.
+    pub enabled: bool,
+    /// Deliveries in flight at once in this worker, across all tenants.
+    pub concurrency: usize,
+    /// Deliveries in flight at once for one tenant (across the workers); one endpoint never has
+    /// more than one.
+    pub per_tenant: usize,
+    /// How long one attempt may take, connection included, before it counts as failed.
+    pub timeout_secs: u64,
+    /// How often due deliveries are looked for.
+    pub poll_millis: u64,
+    /// Backoff after the first failed attempt, doubling to `backoff_max_secs` (±25 % jitter).
+    pub backoff_base_secs: u64,
+    pub backoff_max_secs: u64,
+    /// A delivery is given up when its next attempt would start later than this after it was
+    /// queued, or after `max_attempts`.
+    pub retry_horizon_secs: u64,
+    pub max_attempts: i32,
+    /// Delivered and failed deliveries are deleted after this many days.
+    pub retention_days: u64,
+}
+
+impl WebhooksConfig {
+    #[must_use]
+    pub fn retry_policy(&self) -> crate::jobs::RetryPolicy {
+        crate::jobs::RetryPolicy {
+            base: std::time::Duration::from_secs(self.backoff_base_secs),
+            max_delay: std::time::Duration::from_secs(self.backoff_max_secs.max(self.backoff_base_secs)),
+            horizon: std::time::Duration::from_secs(self.retry_horizon_secs),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
@@ -335,6 +373,18 @@ fn defaults() -> serde_json::Value {
             halt_missing_percent: 10,
         },
         "targets": { "allow": [], "deny": [] },
+        "webhooks": WebhooksConfig {
+            enabled: true,
+            concurrency: 16,
+            per_tenant: 4,
+            timeout_secs: 10,
+            poll_millis: 1000,
+            backoff_base_secs: 10,
+            backoff_max_secs: 3600,
+            retry_horizon_secs: 24 * 3600,
+            max_attempts: 40,
+            retention_days: 30,
+        },
         "log": LogConfig { format: "pretty".into(), filter: "info".into() },
         "metrics": MetricsConfig {
             planet_series_limit: 5000,

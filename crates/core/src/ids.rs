@@ -82,3 +82,11 @@ id_type!(
     /// Identifies a job of the queue.
     JobId
 );
+id_type!(
+    /// Identifies a webhook endpoint of a tenant.
+    WebhookId
+);
+id_type!(
+    /// Identifies one delivery of an event to a webhook endpoint; also its `webhook-id` header.
+    DeliveryId
+);

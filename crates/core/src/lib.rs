@@ -19,5 +19,6 @@ pub mod restore;
 pub mod retention;
 pub mod schedule;
 pub mod storage;
+pub mod webhook;
 
 pub use error::{Error, FieldError, Result};

@@ -11,6 +11,7 @@ pub mod reaper;
 pub mod restore;
 pub mod runner;
 pub mod target;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -71,9 +72,9 @@ pub fn build(config: &Config, pool: sqlx::PgPool) -> anyhow::Result<runner::Work
             RESTORE_JOB,
             Arc::new(restore::RestoreJob {
                 storage: storage.clone(),
-                keys,
+                keys: keys.clone(),
                 config: config.worker.clone(),
-                targets,
+                targets: targets.clone(),
             }),
         )
         .with_handler(
@@ -82,6 +83,12 @@ pub fn build(config: &Config, pool: sqlx::PgPool) -> anyhow::Result<runner::Work
                 storage: storage.clone(),
             }),
         );
+    let deliverer = webhooks::Deliverer {
+        pool: pool.clone(),
+        keys,
+        targets,
+        config: config.webhooks.clone(),
+    };
     let maintenance = maintenance::Maintenance::new(config, pool, storage, worker.id().to_owned());
-    Ok(worker.with_maintenance(maintenance))
+    Ok(worker.with_maintenance(maintenance).with_webhooks(deliverer))
 }

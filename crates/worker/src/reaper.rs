@@ -23,7 +23,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
+use svalbard_core::repo::webhooks::{BACKUP_EVENT_COLUMNS, BackupEvent};
 use svalbard_core::storage::{Listed, Storage};
+use svalbard_core::webhook::EventType;
 use uuid::Uuid;
 
 /// The `action` label values of `svalbard_reaper_actions_total`.
@@ -514,20 +516,25 @@ async fn verify_archives(
             report.found_again += 1;
             continue;
         }
-        let marked = sqlx::query(
+        // The tenant's webhooks hear of it in the same transaction.
+        let mut tx = pool.begin().await?;
+        let marked = sqlx::query_as::<_, BackupEvent>(sqlx::AssertSqlSafe(format!(
             "UPDATE backups SET status = 'missing', checked_at = $2,
                     error_message = 'the archive ' || object_key || ' is missing from object storage (not found since '
                         || to_char(missing_since AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') || ' UTC, confirmed by a listing on '
                         || to_char($2 AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') || ' UTC); this backup cannot be restored '
                         || 'unless the object is put back, and then it is ready again'
-             WHERE id = $1 AND status = 'succeeded'",
-        )
+             WHERE id = $1 AND status = 'succeeded' RETURNING {BACKUP_EVENT_COLUMNS}"
+        )))
         .bind(b.id)
         .bind(now)
-        .execute(pool)
-        .await?
-        .rows_affected();
-        if marked == 1 {
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(marked) = &marked {
+            marked.notify(&mut tx, EventType::VerificationFailed).await?;
+        }
+        tx.commit().await?;
+        if marked.is_some() {
             tracing::error!(backup_id = %b.id, key = %b.object_key, "archive missing from object storage, confirmed by a listing; backup marked missing");
             metrics::counter!("svalbard_reaper_actions_total", "action" => "mark_missing").increment(1);
             report.marked_missing += 1;

@@ -119,6 +119,7 @@ pub struct Worker {
     id: String,
     handlers: HashMap<&'static str, Arc<dyn Handler>>,
     maintenance: Option<crate::maintenance::Maintenance>,
+    webhooks: Option<crate::webhooks::Deliverer>,
     /// Internal names (object storage endpoint, bucket, control database host) that a
     /// tenant-visible error message must not carry.
     internal: Vec<String>,
@@ -142,6 +143,7 @@ impl Worker {
             id,
             handlers: HashMap::new(),
             maintenance: None,
+            webhooks: None,
             internal: Vec::new(),
         }
     }
@@ -168,6 +170,13 @@ impl Worker {
         self
     }
 
+    /// Also delivers webhooks.
+    #[must_use]
+    pub fn with_webhooks(mut self, w: crate::webhooks::Deliverer) -> Self {
+        self.webhooks = Some(w);
+        self
+    }
+
     #[must_use]
     pub fn id(&self) -> &str {
         &self.id
@@ -188,6 +197,7 @@ impl Worker {
             }
         }
         let maintenance = self.maintenance.take();
+        let webhooks = self.webhooks.take();
         let this = Arc::new(self);
         let slots = Arc::new(Semaphore::new(this.config.concurrency.max(1)));
         let jobs_stop = CancellationToken::new();
@@ -196,6 +206,9 @@ impl Worker {
         tracker.spawn(listen(this.pool.clone(), wake.clone(), stop.clone()));
         if let Some(m) = maintenance {
             tracker.spawn(m.run(stop.clone()));
+        }
+        if let Some(w) = webhooks {
+            tracker.spawn(w.run(stop.clone()));
         }
         tracing::info!(worker = %this.id, concurrency = this.config.concurrency, "worker started");
         let poll = Duration::from_secs(this.config.poll_secs.max(1));

@@ -9,6 +9,7 @@ pub mod projects;
 pub mod restores;
 pub mod schedules;
 pub mod tenants;
+pub mod webhooks;
 
 use serde::Deserialize;
 use svalbard_core::ids::{BackupId, PlanetId, ProjectId, TenantId};

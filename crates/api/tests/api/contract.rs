@@ -362,6 +362,22 @@ async fn happy_path(w: &World) {
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
 
+    // A webhook endpoint that hears of the backup below (no one listens there: its delivery
+    // stays pending with a failed attempt or none yet).
+    let webhooks = format!("{tenant_path}/webhooks");
+    let r = w
+        .call(
+            Method::POST,
+            &webhooks,
+            admin,
+            Some(json!({ "url": "http://127.0.0.1:9/hooks", "eventTypes": ["backup.succeeded", "backup.failed"] })),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let webhook_path = format!("{webhooks}/{}", r.json()["id"].as_str().unwrap());
+    w.call(Method::GET, &webhooks, admin, None).await;
+    w.call(Method::GET, &webhook_path, admin, None).await;
+
     // The create-backup example of the document, as sent.
     let backups = format!("{}/backups", w.planet_path());
     let r = w
@@ -380,6 +396,19 @@ async fn happy_path(w: &World) {
     let backup_path = format!("{}/backups/{backup}", w.project_path());
     let b = w.wait(&backup_path, finished).await;
     assert_eq!(b["status"], "succeeded", "{b}");
+    let r = w
+        .call(Method::GET, &format!("{webhook_path}/deliveries?limit=5"), admin, None)
+        .await;
+    assert_eq!(r.json()["items"][0]["eventType"], "backup.succeeded", "{}", r.text);
+    w.call(
+        Method::GET,
+        &format!("{webhook_path}/deliveries?status=pending"),
+        admin,
+        None,
+    )
+    .await;
+    let r = w.call(Method::DELETE, &webhook_path, admin, None).await;
+    assert_eq!(r.status, 204, "{}", r.text);
     w.call(Method::GET, &format!("{backups}?status=succeeded&limit=5"), admin, None)
         .await;
     w.call(
@@ -728,6 +757,16 @@ async fn problems(w: &World) {
         .call(Method::GET, &format!("{planets}?cursor=%2F%2F"), admin, None)
         .await;
     assert_eq!(r.status, 400, "{}", r.text);
+    // A webhook URL refused by the target policy, and event types that do not exist.
+    let webhooks = format!("/api/v1/tenants/{}/webhooks", w.tenant);
+    for body in [
+        json!({ "url": "http://169.254.169.254/latest", "eventTypes": ["backup.failed"] }),
+        json!({ "url": "https://hooks.example.com/", "eventTypes": ["backup.exploded"] }),
+        json!({ "url": "https://hooks.example.com/", "eventTypes": [] }),
+    ] {
+        let r = w.call(Method::POST, &webhooks, admin, Some(body)).await;
+        assert_eq!(r.status, 400, "{}", r.text);
+    }
     // Bodies: invalid, not JSON, too large, duplicate names, a reused idempotency key.
     let r = w
         .call(Method::POST, &planets, admin, Some(json!({ "name": "Not Valid" })))

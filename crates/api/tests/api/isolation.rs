@@ -9,6 +9,7 @@ struct World {
     a_project: String,
     a_planet: String,
     a_backup: String,
+    a_webhook: String,
     b: String,
     b_project: String,
 }
@@ -38,6 +39,15 @@ async fn world(app: &TestApp) -> World {
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
+    let r = app
+        .post(
+            &format!("/api/v1/tenants/{a}/webhooks"),
+            &app.platform(),
+            json!({ "url": "http://127.0.0.1:9/hooks", "eventTypes": ["backup.failed"] }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let a_webhook = r.json()["id"].as_str().unwrap().to_owned();
     let b = app.tenant("beta").await;
     let b_project = app.project(&b, "shop").await;
     World {
@@ -45,6 +55,7 @@ async fn world(app: &TestApp) -> World {
         a_project,
         a_planet,
         a_backup,
+        a_webhook,
         b,
         b_project,
     }
@@ -53,15 +64,16 @@ async fn world(app: &TestApp) -> World {
 /// The number of the world's backup in the Camunda-style profile.
 const NUMBER: i64 = 7;
 
-/// Every tenant-scoped endpoint, addressed with tenant `t`, project `p`, planet `x` and
-/// backup `b`, with the role each needs. Deleting ones come last.
-fn endpoints(t: &str, p: &str, x: &str, b: &str) -> Vec<(Method, String, Option<Value>, Role)> {
+/// Every tenant-scoped endpoint, addressed with tenant `t`, project `p`, planet `x`, backup `b`
+/// and webhook `h`, with the role each needs. Deleting ones come last.
+fn endpoints(t: &str, p: &str, x: &str, b: &str, h: &str) -> Vec<(Method, String, Option<Value>, Role)> {
     let planets = format!("/api/v1/tenants/{t}/projects/{p}/planets");
     let backups = format!("/api/v1/tenants/{t}/projects/{p}/backups");
     let starsystem = format!("/api/v1/tenants/{t}/starsystems/{p}");
     let connectware = format!("/profiles/connectware/tenants/{t}/projects/{p}/planets/{x}/api/maintenance/db");
     let databases = format!("/profiles/dbaas/tenants/{t}/api/databases/{x}/backups");
     let camunda = format!("/profiles/camunda/tenants/{t}/projects/{p}/planets/{x}/actuator/backupHistory");
+    let webhooks = format!("/api/v1/tenants/{t}/webhooks");
     vec![
         (Method::GET, format!("/api/v1/tenants/{t}"), None, Role::Viewer),
         (Method::GET, format!("/api/v1/tenants/{t}/projects"), None, Role::Viewer),
@@ -164,6 +176,16 @@ fn endpoints(t: &str, p: &str, x: &str, b: &str) -> Vec<(Method, String, Option<
         ),
         (Method::GET, camunda.clone(), None, Role::Viewer),
         (Method::GET, format!("{camunda}/{NUMBER}"), None, Role::Viewer),
+        (Method::GET, webhooks.clone(), None, Role::Admin),
+        (
+            Method::POST,
+            webhooks.clone(),
+            Some(json!({ "url": "http://127.0.0.1:9/intruder", "eventTypes": ["restore.failed"] })),
+            Role::Admin,
+        ),
+        (Method::GET, format!("{webhooks}/{h}"), None, Role::Admin),
+        (Method::GET, format!("{webhooks}/{h}/deliveries"), None, Role::Admin),
+        (Method::DELETE, format!("{webhooks}/{h}"), None, Role::Admin),
         (Method::DELETE, format!("{planets}/{x}/schedule"), None, Role::Admin),
         // The numbered backup is the world's backup: deleted under its number first, then again
         // through the other routes (a repeated delete changes nothing).
@@ -196,6 +218,7 @@ async fn snapshot(app: &TestApp, w: &World) -> Vec<String> {
             "/api/v1/tenants/{}/projects/{}/planets/{}/schedule",
             w.a, w.a_project, w.a_planet
         ),
+        format!("/api/v1/tenants/{}/webhooks", w.a),
     ] {
         let r = app.get(&path, &admin).await;
         assert_eq!(r.status, 200);
@@ -225,20 +248,21 @@ async fn another_tenants_ids_are_not_found_everywhere() {
         let b_token = app.token(&w.b, role);
         // B's token on A's ids.
         for planet in [&w.a_planet, &mysql] {
-            for (method, path, body, _) in endpoints(&w.a, &w.a_project, planet, &w.a_backup) {
+            for (method, path, body, _) in endpoints(&w.a, &w.a_project, planet, &w.a_backup, &w.a_webhook) {
                 let r = app.send(method.clone(), &path, Some(&b_token), body).await;
                 let p = r.problem(404);
                 assert!(!r.text.contains(&w.a_project), "{method} {path} leaked: {p}");
             }
         }
         // B's own tenant id with A's project and planet ids.
-        for (method, path, body, needed) in endpoints(&w.b, &w.a_project, &w.a_planet, &w.a_backup)
+        for (method, path, body, needed) in endpoints(&w.b, &w.a_project, &w.a_planet, &w.a_backup, &w.a_webhook)
             .into_iter()
             .skip(3)
         {
             if path == format!("/api/v1/tenants/{}", w.b)
                 || path.ends_with(&format!("/tenants/{}/projects", w.b))
                 || path.ends_with(&format!("/tenants/{}/audit-events", w.b))
+                || path.ends_with(&format!("/tenants/{}/webhooks", w.b))
             {
                 continue;
             }
@@ -265,7 +289,7 @@ async fn roles_are_checked_on_every_mutating_call() {
     let before = snapshot(&app, &w).await;
     for role in [Role::Viewer, Role::Operator] {
         let token = app.token(&w.a, role);
-        for (method, path, body, needed) in endpoints(&w.a, &w.a_project, &w.a_planet, &w.a_backup) {
+        for (method, path, body, needed) in endpoints(&w.a, &w.a_project, &w.a_planet, &w.a_backup, &w.a_webhook) {
             let r = app.send(method.clone(), &path, Some(&token), body).await;
             if role >= needed {
                 // Allowed: whatever the outcome (a 409 for a second backup, say), not refused.
@@ -314,7 +338,7 @@ async fn roles_are_checked_on_every_mutating_call() {
 
     // The admin of the tenant does every tenant-scoped call.
     let admin = app.token(&w.a, Role::Admin);
-    for (method, path, body, _) in endpoints(&w.a, &w.a_project, &w.a_planet, &w.a_backup) {
+    for (method, path, body, _) in endpoints(&w.a, &w.a_project, &w.a_planet, &w.a_backup, &w.a_webhook) {
         if path.ends_with(&w.a) && method == Method::DELETE {
             continue;
         }

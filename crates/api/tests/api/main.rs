@@ -15,3 +15,4 @@ mod schedules;
 mod secrets;
 mod target_policy;
 mod validation;
+mod webhooks;

@@ -18,3 +18,4 @@ mod retention;
 mod storage;
 mod targets;
 mod uploads;
+mod webhooks;

@@ -59,6 +59,36 @@ impl Env {
     }
 }
 
+impl Env {
+    /// An endpoint of this tenant for `event` on a port nobody answers: its deliveries are
+    /// queued and attempted, never delivered. Returns the path of its deliveries.
+    async fn webhook_for(&self, event: &str) -> String {
+        let hooks = format!("/api/v1/tenants/{}/webhooks", self.tenant);
+        let r = self
+            .app
+            .post(
+                &hooks,
+                &self.token,
+                json!({ "url": "http://127.0.0.1:9/hooks", "eventTypes": [event] }),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        format!("{hooks}/{}/deliveries", r.json()["id"].as_str().unwrap())
+    }
+
+    /// The `data` of each delivery queued for the endpoint, newest first.
+    async fn delivered_data(&self, deliveries: &str) -> Vec<(String, Value)> {
+        let r = self.app.get(deliveries, &self.token).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.json()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| (d["eventType"].as_str().unwrap().to_owned(), d["data"].clone()))
+            .collect()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_takes_due_scheduled_backups_and_retention_expires_the_old_ones() {
     let env = Env::new().await;
@@ -106,11 +136,19 @@ async fn the_worker_takes_due_scheduled_backups_and_retention_expires_the_old_on
     assert!(next > Utc::now(), "{s}");
 
     // A third backup succeeds: keepLast 1 lets the periodic one go, the pinned one stays.
+    let expiries = env.webhook_for("backup.expired").await;
     let newest = env.take_backup(&planet).await;
     let gone = env
         .wait_for(periodic["id"].as_str().unwrap(), MINUTE, |b| b["status"] == "expired")
         .await;
     assert!(gone["errorMessage"].as_str().unwrap().contains("keepLast 1"), "{gone}");
+    // The tenant's webhook heard of it (and of nothing else).
+    let heard = env.delivered_data(&expiries).await;
+    assert_eq!(heard.len(), 1, "{heard:?}");
+    assert_eq!(heard[0].0, "backup.expired");
+    assert_eq!(heard[0].1["backupId"], periodic["id"], "{heard:?}");
+    assert_eq!(heard[0].1["status"], "expired", "{heard:?}");
+    assert_eq!(heard[0].1["errorMessage"], gone["errorMessage"], "{heard:?}");
     let started = std::time::Instant::now();
     while !env.keys_of(&periodic).await.is_empty() {
         assert!(started.elapsed() < MINUTE, "the expired backup's objects stay");
@@ -232,6 +270,7 @@ async fn the_reaper_sweeps_orphans_and_stale_uploads_and_confirms_lost_archives_
     let planet = env.orders_planet("reaper").await;
     // The genuine orphans are older than the catalog's newest rows: it has seen past them.
     let (stray_id, upload_id, stale_id) = (BackupId::new(), RestoreId::new(), BackupId::new());
+    let verifications = env.webhook_for("verification.failed").await;
     let [lost, kept]: [Value; 2] = env.backups_of(&planet, 2).await.try_into().unwrap();
     let s = &env.storage;
     let (t, p, x, _) = ids(&kept);
@@ -309,6 +348,10 @@ async fn the_reaper_sweeps_orphans_and_stale_uploads_and_confirms_lost_archives_
     );
     let suspected = env.backup(lost_id).await;
     assert_eq!(suspected["status"], "succeeded", "{suspected}");
+    assert!(
+        env.delivered_data(&verifications).await.is_empty(),
+        "a suspicion is no verdict"
+    );
 
     // Past the grace period: the orphans and the upload go. The next sweep lists the lost
     // backup's folder, does not find the archive there either, and only then says it is missing;
@@ -326,6 +369,12 @@ async fn the_reaper_sweeps_orphans_and_stale_uploads_and_confirms_lost_archives_
         msg.contains("missing from object storage") && msg.contains(&lost_archive),
         "{msg}"
     );
+    let heard = env.delivered_data(&verifications).await;
+    assert_eq!(heard.len(), 1, "{heard:?}");
+    assert_eq!(heard[0].0, "verification.failed");
+    assert_eq!(heard[0].1["backupId"], lost_id, "{heard:?}");
+    assert_eq!(heard[0].1["status"], "missing", "{heard:?}");
+    assert_eq!(heard[0].1["errorMessage"], msg, "{heard:?}");
     let uploads = s.list_uploads(&s.tenants_root()).await.unwrap();
     assert_eq!(uploads.len(), 1, "{uploads:?}");
     assert_eq!(uploads[0].key, in_flight_key);

@@ -110,9 +110,9 @@ pub struct AuditEvent {
     pub actor_platform: bool,
     /// What was done: `backup.download`, `backup.delete`, `backup.pin`, `backup.unpin`,
     /// `restore.create`, `schedule.put`, `schedule.delete`, `planet.create`, `planet.update`,
-    /// `planet.delete`, `tenant.create`, `tenant.update`.
+    /// `planet.delete`, `tenant.create`, `tenant.update`, `webhook.create`, `webhook.delete`.
     pub action: String,
-    /// `backup`, `restore`, `schedule`, `planet` or `tenant`.
+    /// `backup`, `restore`, `schedule`, `planet`, `tenant` or `webhook`.
     pub resource_type: String,
     pub resource_id: Option<Uuid>,
     /// The address the request came from (the peer of the API's connection).

@@ -14,6 +14,8 @@ use crate::ids::{BackupId, JobId, PlanetId, ProjectId, TenantId};
 use crate::jobs::{self, JobState, Lease, NewJob, SubjectEnd};
 use crate::page::{Page, PageRequest};
 use crate::repo::limits::{self, Creating, Limits};
+use crate::repo::webhooks::{BACKUP_EVENT_COLUMNS, BackupEvent};
+use crate::webhook::EventType;
 
 pub const BACKUP_JOB: &str = "backup";
 pub const DELETE_JOB: &str = "delete-backup";
@@ -594,13 +596,13 @@ pub async fn succeed(pool: &PgPool, id: BackupId, lease: Lease, s: &Success<'_>)
     let Some(mut fenced) = jobs::lock(pool, lease).await? else {
         return Ok(false);
     };
-    let n = sqlx::query(
+    let done = sqlx::query_as::<_, BackupEvent>(sqlx::AssertSqlSafe(format!(
         "UPDATE backups SET status = $2, phase = NULL, error_message = NULL, completed_at = now(),
                 object_key = $4, size_bytes = $5, checksum = $6, engine_version = $7, tool_version = $8,
                 format_version = $9, bytes_processed = $10, parts = $11,
                 expiration_date = now() + make_interval(days => retention_days)
-         WHERE id = $1 AND status = $3",
-    )
+         WHERE id = $1 AND status = $3 RETURNING {BACKUP_EVENT_COLUMNS}"
+    )))
     .bind(id)
     .bind(BackupStatus::Succeeded.as_str())
     .bind(BackupStatus::Running.as_str())
@@ -612,12 +614,12 @@ pub async fn succeed(pool: &PgPool, id: BackupId, lease: Lease, s: &Success<'_>)
     .bind(i32::try_from(s.format_version).unwrap_or(i32::MAX))
     .bind(i64::try_from(s.bytes_processed).unwrap_or(i64::MAX))
     .bind(sqlx::types::Json(s.parts))
-    .execute(fenced.conn())
-    .await?
-    .rows_affected();
-    if n != 1 {
+    .fetch_optional(fenced.conn())
+    .await?;
+    let Some(done) = done else {
         return Ok(false);
-    }
+    };
+    done.notify(fenced.conn(), EventType::BackupSucceeded).await?;
     fenced.complete().await?;
     Ok(true)
 }
@@ -638,16 +640,19 @@ pub(crate) async fn job_ended(conn: &mut PgConnection, id: BackupId, end: Subjec
             .await?;
         }
         SubjectEnd::Failed { error, cause } => {
-            sqlx::query(
+            let ended = sqlx::query_as::<_, BackupEvent>(sqlx::AssertSqlSafe(format!(
                 "UPDATE backups SET status = $2, error_message = $3, phase = NULL, completed_at = now()
-                 WHERE id = $1 AND status = ANY($4)",
-            )
+                 WHERE id = $1 AND status = ANY($4) RETURNING {BACKUP_EVENT_COLUMNS}"
+            )))
             .bind(id)
             .bind(BackupStatus::given_up(cause).as_str())
             .bind(error)
             .bind(BackupStatus::names(&BackupStatus::IN_FLIGHT))
-            .execute(&mut *conn)
+            .fetch_optional(&mut *conn)
             .await?;
+            if let Some(ended) = ended {
+                ended.notify(conn, EventType::BackupFailed).await?;
+            }
         }
     }
     Ok(())
@@ -656,23 +661,24 @@ pub(crate) async fn job_ended(conn: &mut PgConnection, id: BackupId, end: Subjec
 /// Ends in-flight backups that have no live backup job: `incomplete`, with the last error of
 /// their job if there was one.
 pub(crate) async fn repair_orphaned(conn: &mut PgConnection, live_jobs: &[&str]) -> Result<u64> {
-    let repaired = sqlx::query_scalar::<_, BackupId>(
+    let repaired = sqlx::query_as::<_, BackupEvent>(sqlx::AssertSqlSafe(format!(
         "UPDATE backups b SET status = $2, phase = NULL, completed_at = now(),
                 error_message = 'its job ended without recording an outcome'
                                 || COALESCE(': ' || (SELECT j.last_error FROM jobs j WHERE j.subject_id = b.id
                                                      ORDER BY j.updated_at DESC LIMIT 1), '')
          WHERE b.status = ANY($1)
            AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.subject_id = b.id AND j.kind = $3 AND j.state = ANY($4))
-         RETURNING b.id",
-    )
+         RETURNING {BACKUP_EVENT_COLUMNS}"
+    )))
     .bind(BackupStatus::names(&BackupStatus::IN_FLIGHT))
     .bind(BackupStatus::Incomplete.as_str())
     .bind(BACKUP_JOB)
     .bind(live_jobs)
     .fetch_all(&mut *conn)
     .await?;
-    for id in &repaired {
-        tracing::warn!(backup_id = %id, "ended a backup left in flight without a job");
+    for ended in &repaired {
+        tracing::warn!(backup_id = %ended.id, "ended a backup left in flight without a job");
+        ended.notify(conn, EventType::BackupFailed).await?;
     }
     Ok(repaired.len() as u64)
 }

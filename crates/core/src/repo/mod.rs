@@ -13,6 +13,7 @@ pub mod restores;
 pub mod retention;
 pub mod schedules;
 pub mod tenants;
+pub mod webhooks;
 
 /// Maps a foreign-key violation (the parent vanished or never existed) to "not found".
 pub(crate) fn fk_to_not_found(err: sqlx::Error, what: &'static str) -> crate::Error {

@@ -9,7 +9,9 @@ use crate::error::{Error, Result, is_unique_violation};
 use crate::ids::{BackupId, PlanetId, ProjectId, RestoreId, TenantId};
 use crate::jobs::{self, JobState, Lease, NewJob, SubjectEnd};
 use crate::page::{Page, PageRequest};
+use crate::repo::webhooks::{RESTORE_EVENT_COLUMNS, RestoreEvent};
 use crate::restore::{Restore, RestoreSource, RestoreStatus, RestoreTarget, Verification};
+use crate::webhook::EventType;
 
 pub const RESTORE_JOB: &str = "restore";
 
@@ -366,20 +368,20 @@ pub async fn succeed(pool: &PgPool, id: RestoreId, lease: Lease, v: &Verificatio
     let Some(mut fenced) = jobs::lock(pool, lease).await? else {
         return Ok(false);
     };
-    let n = sqlx::query(
+    let done = sqlx::query_as::<_, RestoreEvent>(sqlx::AssertSqlSafe(format!(
         "UPDATE restores SET status = $2, phase = NULL, completed_at = now(), verification = $4
-         WHERE id = $1 AND status = $3",
-    )
+         WHERE id = $1 AND status = $3 RETURNING {RESTORE_EVENT_COLUMNS}"
+    )))
     .bind(id)
     .bind(RestoreStatus::Succeeded.as_str())
     .bind(RestoreStatus::Running.as_str())
     .bind(sqlx::types::Json(v))
-    .execute(fenced.conn())
-    .await?
-    .rows_affected();
-    if n != 1 {
+    .fetch_optional(fenced.conn())
+    .await?;
+    let Some(done) = done else {
         return Ok(false);
-    }
+    };
+    done.notify(fenced.conn(), EventType::RestoreSucceeded).await?;
     fenced.complete().await?;
     Ok(true)
 }
@@ -398,16 +400,19 @@ pub(crate) async fn job_ended(conn: &mut PgConnection, id: RestoreId, end: Subje
             .await?;
         }
         SubjectEnd::Failed { error, cause } => {
-            sqlx::query(
+            let ended = sqlx::query_as::<_, RestoreEvent>(sqlx::AssertSqlSafe(format!(
                 "UPDATE restores SET status = $2, error_message = $3, phase = NULL, completed_at = now()
-                 WHERE id = $1 AND status = ANY($4)",
-            )
+                 WHERE id = $1 AND status = ANY($4) RETURNING {RESTORE_EVENT_COLUMNS}"
+            )))
             .bind(id)
             .bind(RestoreStatus::given_up(cause).as_str())
             .bind(error)
             .bind(RestoreStatus::names(&RestoreStatus::IN_FLIGHT))
-            .execute(&mut *conn)
+            .fetch_optional(&mut *conn)
             .await?;
+            if let Some(ended) = ended {
+                ended.notify(conn, EventType::RestoreFailed).await?;
+            }
         }
     }
     Ok(())
@@ -415,23 +420,24 @@ pub(crate) async fn job_ended(conn: &mut PgConnection, id: RestoreId, end: Subje
 
 /// Ends in-flight restores that have no live job: `failed`, with their job's last error.
 pub(crate) async fn repair_orphaned(conn: &mut PgConnection, live_jobs: &[&str]) -> Result<u64> {
-    let repaired = sqlx::query_scalar::<_, RestoreId>(
+    let repaired = sqlx::query_as::<_, RestoreEvent>(sqlx::AssertSqlSafe(format!(
         "UPDATE restores r SET status = $2, phase = NULL, completed_at = now(),
                 error_message = 'its job ended without recording an outcome'
                                 || COALESCE(': ' || (SELECT j.last_error FROM jobs j WHERE j.subject_id = r.id
                                                      ORDER BY j.updated_at DESC LIMIT 1), '')
          WHERE r.status = ANY($1)
            AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.subject_id = r.id AND j.kind = $3 AND j.state = ANY($4))
-         RETURNING r.id",
-    )
+         RETURNING {RESTORE_EVENT_COLUMNS}"
+    )))
     .bind(RestoreStatus::names(&RestoreStatus::IN_FLIGHT))
     .bind(RestoreStatus::Failed.as_str())
     .bind(RESTORE_JOB)
     .bind(live_jobs)
     .fetch_all(&mut *conn)
     .await?;
-    for id in &repaired {
-        tracing::warn!(restore_id = %id, "ended a restore left in flight without a job");
+    for ended in &repaired {
+        tracing::warn!(restore_id = %ended.id, "ended a restore left in flight without a job");
+        ended.notify(conn, EventType::RestoreFailed).await?;
     }
     Ok(repaired.len() as u64)
 }

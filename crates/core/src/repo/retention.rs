@@ -9,8 +9,10 @@ use utoipa::ToSchema;
 
 use crate::error::Result;
 use crate::ids::{PlanetId, ProjectId, TenantId};
+use crate::repo::webhooks::{BACKUP_EVENT_COLUMNS, BackupEvent};
 use crate::retention::{Candidate, Verdict, evaluate};
 use crate::schedule::RetentionPolicy;
+use crate::webhook::EventType;
 
 /// What the current policy would do now.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -74,18 +76,19 @@ pub async fn apply(pool: &PgPool, planet: PlanetId, now: DateTime<Utc>) -> Resul
     let mut expired = Vec::new();
     for v in preview.delete {
         // Checked again row by row: a restore may have started reading it meanwhile.
-        let tenant: Option<TenantId> = sqlx::query_scalar(
+        let ended = sqlx::query_as::<_, BackupEvent>(sqlx::AssertSqlSafe(format!(
             "UPDATE backups b SET status = 'expired', phase = NULL, error_message = $2
              WHERE b.id = $1 AND b.status = 'succeeded'
                AND NOT EXISTS (SELECT 1 FROM restores r WHERE r.source_backup_id = b.id AND r.status IN ('scheduled', 'running'))
-             RETURNING b.tenant_id",
-        )
+             RETURNING {BACKUP_EVENT_COLUMNS}"
+        )))
         .bind(v.backup_id)
         .bind(format!("expired by retention: {}", v.reason))
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(tenant) = tenant else { continue };
-        super::backups::enqueue_delete(&mut tx, tenant, v.backup_id).await?;
+        let Some(ended) = ended else { continue };
+        super::backups::enqueue_delete(&mut tx, ended.tenant_id, v.backup_id).await?;
+        ended.notify(&mut tx, EventType::BackupExpired).await?;
         expired.push(v);
     }
     tx.commit().await?;
