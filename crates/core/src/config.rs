@@ -21,7 +21,33 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub maintenance: MaintenanceConfig,
     pub targets: TargetsConfig,
+    pub verification: VerificationConfig,
     pub log: LogConfig,
+}
+
+/// Where verifications restore archives: servers of the platform, one per engine, never a
+/// tenant's. A scratch database is created there for each verification and dropped afterwards.
+/// These servers are the platform's own (configured here, not by a tenant), so the target
+/// policy that guards tenants' addresses does not apply to them; their names are cut from
+/// every message a tenant reads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerificationConfig {
+    pub postgresql: VerificationServer,
+    pub mysql: VerificationServer,
+}
+
+/// A server verifications restore into; its user must be allowed to create and drop databases.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerificationServer {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    #[serde(default, deserialize_with = "secret")]
+    pub password: Option<SecretString>,
+    /// libpq-style TLS mode (`disable`, `prefer`, `require`, `verify-full`, ...).
+    pub sslmode: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -316,6 +342,10 @@ fn defaults() -> serde_json::Value {
             halt_missing_percent: 10,
         },
         "targets": { "allow": [], "deny": [] },
+        "verification": {
+            "postgresql": { "host": "127.0.0.1", "port": 5432, "user": "postgres", "sslmode": "prefer" },
+            "mysql": { "host": "127.0.0.1", "port": 3306, "user": "root", "sslmode": "prefer" },
+        },
         "log": LogConfig { format: "pretty".into(), filter: "info".into() },
     })
 }
@@ -337,6 +367,11 @@ const TEXT_VARS: &[(&str, &str)] = &[
     ("SVALBARD_S3__PREFIX", "s3.prefix"),
     ("SVALBARD_TARGETS__ALLOW", "targets.allow"),
     ("SVALBARD_TARGETS__DENY", "targets.deny"),
+    (
+        "SVALBARD_VERIFICATION__POSTGRESQL__PASSWORD",
+        "verification.postgresql.password",
+    ),
+    ("SVALBARD_VERIFICATION__MYSQL__PASSWORD", "verification.mysql.password"),
 ];
 
 impl WorkerConfig {

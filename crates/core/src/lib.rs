@@ -19,5 +19,6 @@ pub mod restore;
 pub mod retention;
 pub mod schedule;
 pub mod storage;
+pub mod verification;
 
 pub use error::{Error, FieldError, Result};

@@ -161,8 +161,32 @@ impl BackupJob {
             created_at: row.created_at,
         };
 
-        let input = ProcessStream::spawn(driver.dump(&probe, &conn), driver.dump_tool())
-            .map_err(|e| JobError::Permanent(format!("{e:#}")))?;
+        // Where the engine can share its dump's snapshot, the rows of every table are counted in
+        // it while the dump streams: the record a verification compares the restore with. A
+        // source that cannot be counted is still backed up, without the record.
+        let session = match driver.snapshot(&conn).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot share the dump's snapshot; its rows will not be counted");
+                None
+            }
+        };
+        let input = ProcessStream::spawn(
+            driver.dump(&probe, &conn, session.as_ref().map(|s| s.snapshot.as_str())),
+            driver.dump_tool(),
+        )
+        .map_err(|e| JobError::Permanent(format!("{e:#}")))?;
+        // The session is handed back with the counts and kept until the dump has ended, so the
+        // snapshot outlives the dump's taking it over.
+        let counting = session.map(|mut s| {
+            tokio::spawn(
+                async move {
+                    let counts = s.count_tables().await;
+                    (s, counts)
+                }
+                .instrument(tracing::Span::current()),
+            )
+        });
 
         steps.set("upload", "running", None);
         let progress = Arc::new(AtomicU64::new(0));
@@ -203,6 +227,17 @@ impl BackupJob {
             UploadError::Cancelled => JobError::Transient("the backup was cancelled".into()),
             other => transient(other),
         })?;
+        let table_counts = match counting {
+            Some(task) => match task.await {
+                Ok((_session, Ok(counts))) => Some(counts),
+                Ok((_, Err(e))) => {
+                    tracing::warn!(error = %format!("{e:#}"), "counting the dump's rows failed; the backup has no record of them");
+                    None
+                }
+                Err(_) => None,
+            },
+            None => None,
+        };
         steps.set("dump", "succeeded", Some(outcome.uncompressed_bytes));
         steps.set("upload", "succeeded", Some(outcome.size_bytes));
 
@@ -249,6 +284,7 @@ impl BackupJob {
                 format_version: FORMAT_VERSION,
                 bytes_processed: outcome.uncompressed_bytes,
                 parts: &steps.snapshot(),
+                table_counts: table_counts.as_ref(),
             },
         )
         .await
@@ -275,6 +311,11 @@ impl BackupJob {
             dumped = outcome.uncompressed_bytes,
             "backup succeeded"
         );
+        match backups::verify_if_due(&ctx.pool, row.planet_id, id, self.config.max_attempts).await {
+            Ok(Some(_)) => tracing::info!("verification of the backup queued by the planet's policy"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "queueing the verification the planet's policy asks for failed"),
+        }
         // A new good copy may let older ones go; the periodic pass catches a failure here.
         if let Err(e) = crate::maintenance::apply_retention(&ctx.pool, row.planet_id).await {
             tracing::warn!(error = %e, "applying retention after the backup failed");

@@ -11,12 +11,13 @@ pub mod reaper;
 pub mod restore;
 pub mod runner;
 pub mod target;
+pub mod verify;
 
 use std::sync::Arc;
 
 use svalbard_core::config::Config;
 use svalbard_core::crypto::KeyRing;
-use svalbard_core::repo::backups::{BACKUP_JOB, DELETE_JOB};
+use svalbard_core::repo::backups::{BACKUP_JOB, DELETE_JOB, VERIFY_JOB};
 use svalbard_core::repo::restores::RESTORE_JOB;
 use svalbard_core::storage::Storage;
 
@@ -71,9 +72,21 @@ pub fn build(config: &Config, pool: sqlx::PgPool) -> anyhow::Result<runner::Work
             RESTORE_JOB,
             Arc::new(restore::RestoreJob {
                 storage: storage.clone(),
-                keys,
+                keys: keys.clone(),
                 config: config.worker.clone(),
-                targets,
+                targets: targets.clone(),
+            }),
+        )
+        .with_handler(
+            VERIFY_JOB,
+            Arc::new(verify::VerifyJob {
+                archives: restore::RestoreJob {
+                    storage: storage.clone(),
+                    keys,
+                    config: config.worker.clone(),
+                    targets,
+                },
+                servers: config.verification.clone(),
             }),
         )
         .with_handler(

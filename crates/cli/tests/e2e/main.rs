@@ -15,3 +15,4 @@ mod retention;
 mod storage;
 mod targets;
 mod uploads;
+mod verify;
