@@ -171,11 +171,20 @@ impl BackupJob {
                 None
             }
         };
-        let input = ProcessStream::spawn(
+        let dump = ProcessStream::spawn(
             driver.dump(&probe, &conn, session.as_ref().map(|s| s.snapshot.as_str())),
             driver.dump_tool(),
         )
         .map_err(|e| JobError::Permanent(format!("{e:#}")))?;
+        // A SQL dump (MySQL) cannot share its snapshot: its rows are counted in the dump itself
+        // as it streams by.
+        let (input, in_dump): (Box<dyn tokio::io::AsyncRead + Unpin + Send>, _) = match planet.engine {
+            svalbard_core::domain::Engine::Mysql => {
+                let (counting, counter) = crate::sqlcount::Counting::new(dump);
+                (Box::new(counting), Some(counter))
+            }
+            svalbard_core::domain::Engine::Postgresql => (Box::new(dump), None),
+        };
         // The session is handed back with the counts and kept until the dump has ended, so the
         // snapshot outlives the dump's taking it over.
         let counting = session.map(|mut s| {
@@ -236,7 +245,7 @@ impl BackupJob {
                 }
                 Err(_) => None,
             },
-            None => None,
+            None => in_dump.and_then(|c| c.lock().ok().map(|c| c.counts().clone())),
         };
         steps.set("dump", "succeeded", Some(outcome.uncompressed_bytes));
         steps.set("upload", "succeeded", Some(outcome.size_bytes));

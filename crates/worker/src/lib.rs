@@ -10,6 +10,7 @@ pub mod process;
 pub mod reaper;
 pub mod restore;
 pub mod runner;
+pub mod sqlcount;
 pub mod target;
 pub mod verify;
 

@@ -474,6 +474,9 @@ pub fn parse_table_counts(out: &str) -> anyhow::Result<svalbard_core::verificati
     serde_json::from_str(out.trim()).with_context(|| format!("unexpected answer to the table count: {out:.200}"))
 }
 
+/// The line that ends the answer of [`SnapshotSession::count_tables`].
+const COUNT_END: &str = "svb-count-end";
+
 /// A `psql` session holding a repeatable-read transaction open whose snapshot `pg_dump` takes
 /// over (`--snapshot`): what the session counts is exactly what the dump holds, whatever is
 /// written to the source meanwhile. The session ends (and the snapshot with it) when dropped.
@@ -490,15 +493,7 @@ impl SnapshotSession {
     pub async fn open(conn: &ConnParams) -> anyhow::Result<Self> {
         use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
         let mut cmd = ToolCommand::new("psql");
-        cmd.args([
-            "--no-psqlrc",
-            "--no-align",
-            "--tuples-only",
-            "--quiet",
-            "--no-password",
-            "-v",
-            "ON_ERROR_STOP=1",
-        ]);
+        cmd.args(["--no-psqlrc", "--no-align", "--tuples-only", "--quiet", "--no-password"]);
         apply_conn(&mut cmd, conn);
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null());
         let mut running = cmd.spawn().context("cannot start psql")?;
@@ -525,18 +520,30 @@ impl SnapshotSession {
         })
     }
 
-    /// Counts the rows of every table in the snapshot.
+    /// Counts the rows of every table in the snapshot. The count runs in a savepoint: a table
+    /// it may not read fails the count, never the transaction whose snapshot the dump takes over
+    /// (an error there would end the snapshot under the dump).
     pub async fn count_tables(&mut self) -> anyhow::Result<svalbard_core::verification::TableCounts> {
         use tokio::io::AsyncWriteExt as _;
-        let query = format!("{};\n", TABLE_COUNTS_QUERY.replace('\n', " "));
-        self.stdin.write_all(query.as_bytes()).await?;
+        let script = format!(
+            "SAVEPOINT svb_count;\n{};\nROLLBACK TO SAVEPOINT svb_count;\nSELECT '{COUNT_END}';\n",
+            TABLE_COUNTS_QUERY.replace('\n', " ")
+        );
+        self.stdin.write_all(script.as_bytes()).await?;
         self.stdin.flush().await?;
-        let deadline = self.running.deadline;
-        let line = tokio::time::timeout(deadline, self.lines.next_line())
-            .await
-            .context("counting the tables took too long")??
-            .context("the session ended while counting the tables")?;
-        parse_table_counts(&line)
+        let deadline = tokio::time::Instant::now() + self.running.deadline;
+        let mut answer = None;
+        loop {
+            let line = tokio::time::timeout_at(deadline, self.lines.next_line())
+                .await
+                .context("counting the tables took too long")??
+                .context("the session ended while counting the tables")?;
+            if line.trim() == COUNT_END {
+                break;
+            }
+            answer = Some(line);
+        }
+        parse_table_counts(&answer.context("the tables could not be counted")?)
     }
 }
 

@@ -275,3 +275,39 @@ async fn a_verification_fails_on_a_tampered_archive_and_names_the_missing_table(
     worker.await.unwrap();
     source::drop(&src).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mariadb_backup_is_verified_against_the_rows_counted_in_its_dump() {
+    let env = Env::new().await;
+    let src = crate::mysql::source_db();
+    let planet = env.mysql_planet("shop", &src, None).await;
+    let (stop, worker) = env.worker();
+    let backup = env.succeeded_backup(&planet).await;
+    let id = backup["id"].as_str().unwrap().to_owned();
+    let recorded: Value = sqlx::query_scalar("SELECT table_counts FROM backups WHERE id = $1::uuid")
+        .bind(&id)
+        .fetch_one(&env.app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        recorded,
+        json!({ "audit": 0, "customers": 5000 }),
+        "counted in the dump"
+    );
+    let b = env.verify(&id, &env.token).await;
+    let v = &b["verification"];
+    assert_eq!(v["status"], "verified", "{b}");
+    assert_eq!((v["tables"].as_i64(), v["rows"].as_i64()), (Some(2), Some(5000)), "{v}");
+    assert_eq!(v["compared"], true);
+    let left = crate::mysql::mariadb(
+        None,
+        &format!(
+            "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'svb_verify_{}%'",
+            &id.replace('-', "")[16..]
+        ),
+    );
+    assert_eq!(left, "0", "the scratch database is dropped");
+    stop.cancel();
+    worker.await.unwrap();
+    crate::mysql::mariadb(None, &format!("DROP DATABASE {src}"));
+}
