@@ -186,15 +186,16 @@ impl BackupJob {
             svalbard_core::domain::Engine::Postgresql => (Box::new(dump), None),
         };
         // The session is handed back with the counts and kept until the dump has ended, so the
-        // snapshot outlives the dump's taking it over.
+        // snapshot outlives the dump's taking it over. An attempt that ends early (cancelled,
+        // failed) drops the task, which ends the session and its count on the source at once.
         let counting = session.map(|mut s| {
-            tokio::spawn(
+            tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
                 async move {
                     let counts = s.count_tables().await;
                     (s, counts)
                 }
                 .instrument(tracing::Span::current()),
-            )
+            ))
         });
 
         steps.set("upload", "running", None);
