@@ -73,6 +73,14 @@ fn describe() {
         "What the reaper did, by action: abort_upload, delete_orphan, suspect_missing, mark_missing, found_again, spared_unknown, halted, installation_mismatch (actions)."
     );
     describe_counter!(
+        "svalbard_verifications_total",
+        "Verifications by restore ended, by outcome: verified or failed (verifications)."
+    );
+    describe_gauge!(
+        "svalbard_seconds_since_last_verified_backup",
+        "Age of the planet's newest verified backup, by tenant, project and planet id (seconds)."
+    );
+    describe_counter!(
         "svalbard_storage_retries_total",
         "Object-storage requests sent again after a retryable failure (requests)."
     );

@@ -154,7 +154,9 @@ pub struct Backup {
     pub temporary: bool,
     pub pinned: bool,
     pub status: BackupStatus,
-    /// `pending`, `in progress`, `ready`, `failed`, ...
+    /// `pending`, `in progress`, `ready`, `failed`, ...; a succeeded backup whose last
+    /// verification passed is `verified`, one whose last verification failed is
+    /// `verification failed`.
     pub display_status: &'static str,
     pub error_message: Option<String>,
     pub progress: Option<Progress>,
@@ -175,6 +177,8 @@ pub struct Backup {
     pub metadata: Metadata,
     pub environment: Environment,
     pub parts: Vec<Part>,
+    /// The outcome of the last verification by restore; absent until one has ended.
+    pub verification: Option<crate::verification::BackupVerification>,
 }
 
 /// Default retention: by planet class, one day for temporary backups, unless given.

@@ -22,8 +22,34 @@ pub struct Config {
     pub maintenance: MaintenanceConfig,
     pub targets: TargetsConfig,
     pub webhooks: WebhooksConfig,
+    pub verification: VerificationConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
+}
+
+/// Where verifications restore archives: servers of the platform, one per engine, never a
+/// tenant's. A scratch database is created there for each verification and dropped afterwards.
+/// These servers are the platform's own (configured here, not by a tenant), so the target
+/// policy that guards tenants' addresses does not apply to them; their names are cut from
+/// every message a tenant reads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerificationConfig {
+    pub postgresql: VerificationServer,
+    pub mysql: VerificationServer,
+}
+
+/// A server verifications restore into; its user must be allowed to create and drop databases.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerificationServer {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    #[serde(default, deserialize_with = "secret")]
+    pub password: Option<SecretString>,
+    /// libpq-style TLS mode (`disable`, `prefer`, `require`, `verify-full`, ...).
+    pub sslmode: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -385,6 +411,10 @@ fn defaults() -> serde_json::Value {
             max_attempts: 40,
             retention_days: 30,
         },
+        "verification": {
+            "postgresql": { "host": "127.0.0.1", "port": 5432, "user": "postgres", "sslmode": "prefer" },
+            "mysql": { "host": "127.0.0.1", "port": 3306, "user": "root", "sslmode": "prefer" },
+        },
         "log": LogConfig { format: "pretty".into(), filter: "info".into() },
         "metrics": MetricsConfig {
             planet_series_limit: 5000,
@@ -412,6 +442,11 @@ const TEXT_VARS: &[(&str, &str)] = &[
     ("SVALBARD_S3__PREFIX", "s3.prefix"),
     ("SVALBARD_TARGETS__ALLOW", "targets.allow"),
     ("SVALBARD_TARGETS__DENY", "targets.deny"),
+    (
+        "SVALBARD_VERIFICATION__POSTGRESQL__PASSWORD",
+        "verification.postgresql.password",
+    ),
+    ("SVALBARD_VERIFICATION__MYSQL__PASSWORD", "verification.mysql.password"),
 ];
 
 impl WorkerConfig {

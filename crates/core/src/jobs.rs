@@ -392,6 +392,7 @@ pub async fn subject_ended(conn: &mut PgConnection, kind: &str, subject: Uuid, e
     match kind {
         backups::BACKUP_JOB => backups::job_ended(conn, BackupId(subject), end).await,
         restores::RESTORE_JOB => restores::job_ended(conn, RestoreId(subject), end).await,
+        backups::VERIFY_JOB => backups::verification_ended(conn, BackupId(subject), end).await,
         // A deletion that gives up leaves the backup `deleting`; `repair_subjects` queues
         // another, as deleting can be repeated.
         _ => Ok(()),

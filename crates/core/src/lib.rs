@@ -19,6 +19,7 @@ pub mod restore;
 pub mod retention;
 pub mod schedule;
 pub mod storage;
+pub mod verification;
 pub mod webhook;
 
 pub use error::{Error, FieldError, Result};

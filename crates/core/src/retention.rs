@@ -3,8 +3,10 @@
 //!
 //! Rules, first match wins:
 //! 1. The newest succeeded backup is kept, whatever its age: failures never erode the last good copy.
+//!    So is the newest *verified* one (its last verification by restore passed): the last copy
+//!    known to restore is never expired in favour of newer ones that are merely stored.
 //! 2. Pinned backups are kept.
-//! 3. A backup a restore is reading is kept until the restore ends.
+//! 3. A backup a restore or a verification is reading is kept until it ends.
 //! 4. A temporary backup goes once its `expirationDate` has passed.
 //! 5. With grandfather-father-son counts, a backup is kept when a count selects it (the N newest;
 //!    the newest of each of the last N days, ISO weeks, months that have one, in the schedule's
@@ -31,8 +33,10 @@ pub struct Candidate {
     pub pinned: bool,
     pub temporary: bool,
     pub expiration_date: Option<DateTime<Utc>>,
-    /// An active restore reads this backup.
+    /// An active restore or verification reads this backup.
     pub in_use: bool,
+    /// Its last verification by restore passed.
+    pub verified: bool,
 }
 
 /// What retention decides for one backup.
@@ -54,11 +58,19 @@ pub fn evaluate(policy: &RetentionPolicy, tz: Tz, backups: &[Candidate], now: Da
     let mut sorted: Vec<&Candidate> = backups.iter().collect();
     sorted.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.0.cmp(&a.id.0)));
     let selected = gfs(policy, tz, sorted.iter().filter(|b| !b.temporary).copied());
+    let newest_verified = sorted.iter().find(|b| b.verified).map(|b| b.id);
     sorted
         .iter()
         .enumerate()
         .map(|(i, b)| {
-            let (keep, reason) = decide(policy, b, i == 0, selected.get(&b.id), now);
+            let (keep, reason) = if i > 0 && newest_verified == Some(b.id) {
+                (
+                    true,
+                    "the newest verified backup of the planet is always kept".to_owned(),
+                )
+            } else {
+                decide(policy, b, i == 0, selected.get(&b.id), now)
+            };
             Verdict {
                 backup_id: b.id,
                 name: b.name.clone(),
@@ -88,7 +100,7 @@ fn decide(
         return (true, "pinned".into());
     }
     if b.in_use {
-        return (true, "a restore is reading it".into());
+        return (true, "a restore or a verification is reading it".into());
     }
     let expired = b.expiration_date.filter(|e| *e <= now);
     if b.temporary {
@@ -182,6 +194,7 @@ mod tests {
             temporary: false,
             expiration_date: Some(created_at + chrono::Duration::days(days)),
             in_use: false,
+            verified: false,
         }
     }
 
@@ -305,6 +318,29 @@ mod tests {
                 deleted: names(&["2026-01-01T02:00:00Z"]),
             },
             Case {
+                what: "the newest verified backup is kept, older verified ones are not",
+                policy: counts(Some(1), None, None, None),
+                backups: {
+                    let mut v = three.to_vec();
+                    v[0].verified = true;
+                    v[1].verified = true;
+                    v
+                },
+                now: "2026-06-01T00:00:00Z",
+                deleted: names(&["2026-01-01T02:00:00Z"]),
+            },
+            Case {
+                what: "the newest backup being verified too, the older ones go",
+                policy: period(30),
+                backups: {
+                    let mut v = three.to_vec();
+                    v[2].verified = true;
+                    v
+                },
+                now: "2026-06-01T00:00:00Z",
+                deleted: names(&["2026-01-01T02:00:00Z", "2026-01-02T02:00:00Z"]),
+            },
+            Case {
                 what: "temporary backups go after their own period even under keepLast",
                 policy: counts(Some(10), None, None, None),
                 backups: {
@@ -365,5 +401,20 @@ mod tests {
             "{}",
             berlin[1].reason
         );
+    }
+
+    #[test]
+    fn the_preview_says_why_the_verified_backup_stays() {
+        let mut old = backup("2026-01-01T02:00:00Z", 7);
+        old.verified = true;
+        let backups = [old, backup("2026-01-02T02:00:00Z", 7)];
+        let v = evaluate(
+            &RetentionPolicy::default(),
+            chrono_tz::UTC,
+            &backups,
+            at("2026-03-01T00:00:00Z"),
+        );
+        assert!(v.iter().all(|v| v.keep), "{v:?}");
+        assert_eq!(v[1].reason, "the newest verified backup of the planet is always kept");
     }
 }

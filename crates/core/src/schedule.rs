@@ -215,6 +215,8 @@ pub struct Schedule {
     pub enabled: bool,
     pub mechanism: Mechanism,
     pub retention: RetentionPolicy,
+    /// Every how many backups of the planet one is verified by restore; absent: only on demand.
+    pub verify_every: Option<i32>,
     /// When the next backup is due; absent while disabled.
     pub next_run_at: Option<DateTime<Utc>>,
     /// The last due time handled.
@@ -237,6 +239,7 @@ pub struct NewSchedule {
     pub enabled: bool,
     pub mechanism: Mechanism,
     pub retention: RetentionPolicy,
+    pub verify_every: Option<i32>,
 }
 
 #[cfg(test)]

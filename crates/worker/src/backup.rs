@@ -168,8 +168,42 @@ impl BackupJob {
             created_at: row.created_at,
         };
 
-        let input = ProcessStream::spawn(driver.dump(&probe, &conn), driver.dump_tool())
-            .map_err(|e| JobError::Permanent(format!("{e:#}")))?;
+        // Where the engine can share its dump's snapshot, the rows of every table are counted in
+        // it while the dump streams: the record a verification compares the restore with. A
+        // source that cannot be counted is still backed up, without the record.
+        let session = match driver.snapshot(&conn).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot share the dump's snapshot; its rows will not be counted");
+                None
+            }
+        };
+        let dump = ProcessStream::spawn(
+            driver.dump(&probe, &conn, session.as_ref().map(|s| s.snapshot.as_str())),
+            driver.dump_tool(),
+        )
+        .map_err(|e| JobError::Permanent(format!("{e:#}")))?;
+        // A SQL dump (MySQL) cannot share its snapshot: its rows are counted in the dump itself
+        // as it streams by.
+        let (input, in_dump): (Box<dyn tokio::io::AsyncRead + Unpin + Send>, _) = match planet.engine {
+            svalbard_core::domain::Engine::Mysql => {
+                let (counting, counter) = crate::sqlcount::Counting::new(dump);
+                (Box::new(counting), Some(counter))
+            }
+            svalbard_core::domain::Engine::Postgresql => (Box::new(dump), None),
+        };
+        // The session is handed back with the counts and kept until the dump has ended, so the
+        // snapshot outlives the dump's taking it over. An attempt that ends early (cancelled,
+        // failed) drops the task, which ends the session and its count on the source at once.
+        let counting = session.map(|mut s| {
+            tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+                async move {
+                    let counts = s.count_tables().await;
+                    (s, counts)
+                }
+                .instrument(tracing::Span::current()),
+            ))
+        });
 
         steps.set("upload", "running", None);
         let progress = Arc::new(AtomicU64::new(0));
@@ -210,6 +244,17 @@ impl BackupJob {
             UploadError::Cancelled => JobError::Transient("the backup was cancelled".into()),
             other => transient(other),
         })?;
+        let table_counts = match counting {
+            Some(task) => match task.await {
+                Ok((_session, Ok(counts))) => Some(counts),
+                Ok((_, Err(e))) => {
+                    tracing::warn!(error = %format!("{e:#}"), "counting the dump's rows failed; the backup has no record of them");
+                    None
+                }
+                Err(_) => None,
+            },
+            None => in_dump.and_then(|c| c.lock().ok().map(|c| c.counts().clone())),
+        };
         steps.set("dump", "succeeded", Some(outcome.uncompressed_bytes));
         steps.set("upload", "succeeded", Some(outcome.size_bytes));
 
@@ -256,6 +301,7 @@ impl BackupJob {
                 format_version: FORMAT_VERSION,
                 bytes_processed: outcome.uncompressed_bytes,
                 parts: &steps.snapshot(),
+                table_counts: table_counts.as_ref(),
             },
         )
         .await
@@ -282,6 +328,11 @@ impl BackupJob {
             dumped = outcome.uncompressed_bytes,
             "backup succeeded"
         );
+        match backups::verify_if_due(&ctx.pool, row.planet_id, id, self.config.max_attempts).await {
+            Ok(Some(_)) => tracing::info!("verification of the backup queued by the planet's policy"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "queueing the verification the planet's policy asks for failed"),
+        }
         // A new good copy may let older ones go; the periodic pass catches a failure here.
         if let Err(e) = crate::maintenance::apply_retention(&ctx.pool, row.planet_id).await {
             tracing::warn!(error = %e, "applying retention after the backup failed");

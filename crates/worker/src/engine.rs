@@ -8,6 +8,7 @@ use secrecy::ExposeSecret as _;
 use svalbard_core::domain::Engine;
 use svalbard_core::dumpinfo::DumpFormat;
 use svalbard_core::repo::planets::Connection;
+use svalbard_core::verification::TableCounts;
 
 use crate::pg;
 use crate::process::ToolCommand;
@@ -27,7 +28,18 @@ pub trait Driver: Send + Sync {
     async fn probe(&self, conn: &Connection) -> Result<Probe, JobError>;
 
     /// The dump process: writes the dump to stdout, errors to stderr; secrets never on argv.
-    fn dump(&self, probe: &Probe, conn: &Connection) -> ToolCommand;
+    /// With `snapshot`, the dump reads the database as of that exported snapshot.
+    fn dump(&self, probe: &Probe, conn: &Connection, snapshot: Option<&str>) -> ToolCommand;
+
+    /// A session whose snapshot the dump takes over, so that the rows counted in it are exactly
+    /// those of the dump; `None` where the engine cannot share a snapshot with its dump tool.
+    async fn snapshot(&self, _conn: &Connection) -> anyhow::Result<Option<pg::SnapshotSession>> {
+        Ok(None)
+    }
+
+    /// Rows of every table of `database`, counted exactly, keyed as the dump's record keys them
+    /// (`schema.table` for PostgreSQL, the table's name for MySQL).
+    async fn table_counts(&self, conn: &Connection, database: &str) -> Result<TableCounts, JobError>;
 
     /// Name of the dump tool, for messages.
     fn dump_tool(&self) -> &'static str;
@@ -162,8 +174,21 @@ impl Driver for Postgres {
         })
     }
 
-    fn dump(&self, probe: &Probe, conn: &Connection) -> ToolCommand {
-        pg::dump_command(&probe.dump_tool, &Self::params(conn))
+    fn dump(&self, probe: &Probe, conn: &Connection, snapshot: Option<&str>) -> ToolCommand {
+        let mut cmd = pg::dump_command(&probe.dump_tool, &Self::params(conn));
+        if let Some(s) = snapshot {
+            cmd.arg(format!("--snapshot={s}"));
+        }
+        cmd
+    }
+
+    async fn snapshot(&self, conn: &Connection) -> anyhow::Result<Option<pg::SnapshotSession>> {
+        pg::SnapshotSession::open(&Self::params(conn)).await.map(Some)
+    }
+
+    async fn table_counts(&self, conn: &Connection, database: &str) -> Result<TableCounts, JobError> {
+        let out = self.run(conn, database, pg::TABLE_COUNTS_QUERY).await?;
+        pg::parse_table_counts(&out).map_err(|e| JobError::Permanent(format!("{e:#}")))
     }
 
     fn dump_tool(&self) -> &'static str {
@@ -441,8 +466,44 @@ impl Driver for Mysql {
         })
     }
 
-    fn dump(&self, probe: &Probe, conn: &Connection) -> ToolCommand {
+    fn dump(&self, probe: &Probe, conn: &Connection, _snapshot: Option<&str>) -> ToolCommand {
         crate::mysql::dump_command(&probe.dump_tool, &Self::on(conn, &conn.database))
+    }
+
+    async fn table_counts(&self, conn: &Connection, database: &str) -> Result<TableCounts, JobError> {
+        let lit = crate::mysql::quote_literal(database);
+        let tables = self
+            .run(
+                conn,
+                None,
+                &format!(
+                    "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = {lit} AND TABLE_TYPE = 'BASE TABLE'"
+                ),
+            )
+            .await?;
+        let names: Vec<&str> = tables.lines().map(str::trim).filter(|t| !t.is_empty()).collect();
+        let mut out = TableCounts::new();
+        if names.is_empty() {
+            return Ok(out);
+        }
+        let db = crate::mysql::quote_ident(database);
+        let union = names
+            .iter()
+            .map(|t| {
+                format!(
+                    "SELECT {}, COUNT(*) FROM {db}.{}",
+                    crate::mysql::quote_literal(t),
+                    crate::mysql::quote_ident(t)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        for line in self.run(conn, None, &union).await?.lines() {
+            if let Some((name, n)) = line.rsplit_once('\t') {
+                out.insert(name.to_owned(), n.trim().parse().unwrap_or(0));
+            }
+        }
+        Ok(out)
     }
 
     fn dump_tool(&self) -> &'static str {

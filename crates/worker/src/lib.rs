@@ -10,14 +10,16 @@ pub mod process;
 pub mod reaper;
 pub mod restore;
 pub mod runner;
+pub mod sqlcount;
 pub mod target;
+pub mod verify;
 pub mod webhooks;
 
 use std::sync::Arc;
 
 use svalbard_core::config::Config;
 use svalbard_core::crypto::KeyRing;
-use svalbard_core::repo::backups::{BACKUP_JOB, DELETE_JOB};
+use svalbard_core::repo::backups::{BACKUP_JOB, DELETE_JOB, VERIFY_JOB};
 use svalbard_core::repo::restores::RESTORE_JOB;
 use svalbard_core::storage::Storage;
 
@@ -75,6 +77,18 @@ pub fn build(config: &Config, pool: sqlx::PgPool) -> anyhow::Result<runner::Work
                 keys: keys.clone(),
                 config: config.worker.clone(),
                 targets: targets.clone(),
+            }),
+        )
+        .with_handler(
+            VERIFY_JOB,
+            Arc::new(verify::VerifyJob {
+                archives: restore::RestoreJob {
+                    storage: storage.clone(),
+                    keys: keys.clone(),
+                    config: config.worker.clone(),
+                    targets: targets.clone(),
+                },
+                servers: config.verification.clone(),
             }),
         )
         .with_handler(

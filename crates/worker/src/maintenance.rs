@@ -58,6 +58,9 @@ impl Maintenance {
                 if let Err(e) = self.schedule().await {
                     tracing::warn!(error = %e, "the scheduler failed; trying again at the next tick");
                 }
+                if let Err(e) = self.gauge_verified().await {
+                    tracing::debug!(error = %e, "reading the last verified backups failed");
+                }
                 tokio::select! {
                     () = stop.cancelled() => return,
                     () = tokio::time::sleep(tick) => {}
@@ -79,6 +82,24 @@ impl Maintenance {
             }
         };
         tokio::join!(scheduler, tasks);
+    }
+
+    /// Seconds since the newest verified backup of each planet that has one: a dashboard
+    /// alerts when it grows past the planet's verification interval.
+    async fn gauge_verified(&self) -> svalbard_core::Result<()> {
+        let now = Utc::now();
+        for (tenant, project, planet, at) in svalbard_core::repo::backups::last_verified(&self.pool).await? {
+            #[allow(clippy::cast_precision_loss)]
+            let age = (now - at).num_milliseconds().max(0) as f64 / 1000.0;
+            metrics::gauge!(
+                "svalbard_seconds_since_last_verified_backup",
+                "tenant_id" => tenant.to_string(),
+                "project_id" => project.to_string(),
+                "planet_id" => planet.to_string()
+            )
+            .set(age);
+        }
+        Ok(())
     }
 
     async fn take_turn(&self, task: &str, every: Duration) {

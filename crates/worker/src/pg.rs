@@ -462,6 +462,91 @@ pub async fn psql(conn: &ConnParams, sql: &str) -> anyhow::Result<String> {
     crate::process::run_client(cmd, "psql", &target).await
 }
 
+/// Rows of every table of the database, as one JSON object `{"schema.table": rows}`: counted
+/// exactly, table by table, in the statement's snapshot.
+pub const TABLE_COUNTS_QUERY: &str = "SELECT COALESCE(json_object_agg(schemaname || '.' || tablename,
+        (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', schemaname, tablename),
+                                              false, true, '')))[1]::text::bigint), '{}')
+     FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')";
+
+/// Parses the answer of [`TABLE_COUNTS_QUERY`].
+pub fn parse_table_counts(out: &str) -> anyhow::Result<svalbard_core::verification::TableCounts> {
+    serde_json::from_str(out.trim()).with_context(|| format!("unexpected answer to the table count: {out:.200}"))
+}
+
+/// The line that ends the answer of [`SnapshotSession::count_tables`].
+const COUNT_END: &str = "svb-count-end";
+
+/// A `psql` session holding a repeatable-read transaction open whose snapshot `pg_dump` takes
+/// over (`--snapshot`): what the session counts is exactly what the dump holds, whatever is
+/// written to the source meanwhile. The session ends (and the snapshot with it) when dropped.
+pub struct SnapshotSession {
+    running: crate::process::Running,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    /// The snapshot's name, for `pg_dump --snapshot`.
+    pub snapshot: String,
+}
+
+impl SnapshotSession {
+    /// Opens the transaction and exports its snapshot.
+    pub async fn open(conn: &ConnParams) -> anyhow::Result<Self> {
+        use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+        let mut cmd = ToolCommand::new("psql");
+        cmd.args(["--no-psqlrc", "--no-align", "--tuples-only", "--quiet", "--no-password"]);
+        apply_conn(&mut cmd, conn);
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null());
+        let mut running = cmd.spawn().context("cannot start psql")?;
+        let mut stdin = running.child.stdin.take().context("no stdin")?;
+        let stdout = running.child.stdout.take().context("no stdout")?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        stdin
+            .write_all(b"BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;\nSELECT pg_export_snapshot();\n")
+            .await?;
+        stdin.flush().await?;
+        let snapshot = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+            .await
+            .context("the server did not export a snapshot in time")??
+            .context("the session ended before exporting a snapshot")?;
+        let snapshot = snapshot.trim().to_owned();
+        if snapshot.is_empty() || !snapshot.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            bail!("unexpected snapshot name {snapshot:?}");
+        }
+        Ok(Self {
+            running,
+            stdin,
+            lines,
+            snapshot,
+        })
+    }
+
+    /// Counts the rows of every table in the snapshot. The count runs in a savepoint: a table
+    /// it may not read fails the count, never the transaction whose snapshot the dump takes over
+    /// (an error there would end the snapshot under the dump).
+    pub async fn count_tables(&mut self) -> anyhow::Result<svalbard_core::verification::TableCounts> {
+        use tokio::io::AsyncWriteExt as _;
+        let script = format!(
+            "SAVEPOINT svb_count;\n{};\nROLLBACK TO SAVEPOINT svb_count;\nSELECT '{COUNT_END}';\n",
+            TABLE_COUNTS_QUERY.replace('\n', " ")
+        );
+        self.stdin.write_all(script.as_bytes()).await?;
+        self.stdin.flush().await?;
+        let deadline = tokio::time::Instant::now() + self.running.deadline;
+        let mut answer = None;
+        loop {
+            let line = tokio::time::timeout_at(deadline, self.lines.next_line())
+                .await
+                .context("counting the tables took too long")??
+                .context("the session ended while counting the tables")?;
+            if line.trim() == COUNT_END {
+                break;
+            }
+            answer = Some(line);
+        }
+        parse_table_counts(&answer.context("the tables could not be counted")?)
+    }
+}
+
 /// Quotes an SQL identifier.
 #[must_use]
 pub fn quote_ident(name: &str) -> String {

@@ -305,7 +305,7 @@ impl RestoreJob {
         Ok(())
     }
 
-    async fn open(&self, key: &str) -> Result<aws_sdk_s3::primitives::ByteStream, JobError> {
+    pub(crate) async fn open(&self, key: &str) -> Result<aws_sdk_s3::primitives::ByteStream, JobError> {
         self.storage
             .client
             .get_object()
@@ -324,7 +324,11 @@ impl RestoreJob {
     }
 
     /// SHA-256 of the whole archive, and its first bytes.
-    async fn hash_archive(&self, key: &str, cancel: &CancellationToken) -> Result<(Vec<u8>, String), JobError> {
+    pub(crate) async fn hash_archive(
+        &self,
+        key: &str,
+        cancel: &CancellationToken,
+    ) -> Result<(Vec<u8>, String), JobError> {
         let mut body = self.open(key).await?.into_async_read();
         let mut hasher = Sha256::new();
         let mut head = Vec::with_capacity(HEAD);
@@ -348,7 +352,7 @@ impl RestoreJob {
 
     /// Streams the archive, decompressed, into `consumer`'s stdin (or nowhere, to check that it
     /// decompresses); fails unless everything was read and the consumer exits 0.
-    async fn feed(
+    pub(crate) async fn feed(
         &self,
         key: &str,
         container: &Container,
@@ -514,12 +518,12 @@ fn prefix_of(name: &str, max: usize) -> &str {
 }
 
 /// Why a file cannot be restored: another version is needed, or it is not an archive at all.
-enum ArchiveErrorOr {
+pub(crate) enum ArchiveErrorOr {
     Incompatible(String),
     Invalid(String),
 }
 
-fn detect(head: &[u8]) -> Result<Detected, ArchiveErrorOr> {
+pub(crate) fn detect(head: &[u8]) -> Result<Detected, ArchiveErrorOr> {
     use svalbard_core::archive::ArchiveError;
     match read_header(head) {
         Ok(Some((header, _))) if header.format_version > FORMAT_VERSION => {

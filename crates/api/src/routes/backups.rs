@@ -29,6 +29,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(update_backup)
         .service(delete_backup)
         .service(archive)
+        .service(verify_backup)
         .service(maintenance);
 }
 
@@ -213,6 +214,53 @@ async fn get_backup(state: State, auth: Auth, path: web::Path<BackupPath>) -> Ap
     } = path.into_inner();
     let tenant = auth.tenant(tenant)?;
     Ok(HttpResponse::Ok().json(backups::get(&state.pool, tenant, project, backup).await?))
+}
+
+/// Verifies a succeeded backup by restoring it (operator). A worker restores the archive into a
+/// scratch database on a server of the platform (never the tenant's), compares every table and
+/// its rows with what was counted while dumping, and drops the scratch database. Answers 202
+/// with the backup; its `verification` holds the outcome once the verification has ended
+/// (`verified`, or `failed` with the tables that differ), and a failed one shows in its
+/// `displayStatus`.
+#[utoipa::path(
+    tag = "backups",
+    params(BackupPath),
+    responses(
+        (status = 202, description = "The verification is queued; the backup as it stands", body = Backup, headers(("Location" = String, description = "The backup, whose `verification` shows the outcome"))),
+        (status = 409, description = "The backup is not `succeeded`, or a verification of it is already queued or running", body = crate::error::Problem, content_type = "application/problem+json"),
+    ),
+)]
+#[post("/tenants/{tenantId}/projects/{projectId}/backups/{backupId}/verifications")]
+async fn verify_backup(state: State, auth: Auth, path: web::Path<BackupPath>) -> ApiResult<HttpResponse> {
+    let BackupPath {
+        tenant,
+        project,
+        backup,
+    } = path.into_inner();
+    let (tenant, audit) = auth
+        .authorize(
+            &state.pool,
+            tenant,
+            Role::Operator,
+            "backup.verify",
+            ("backup", Some(backup.0)),
+        )
+        .await?;
+    let b = backups::request_verification(
+        &state.pool,
+        tenant,
+        project,
+        backup,
+        state.config.worker.max_attempts,
+        &audit,
+    )
+    .await?;
+    Ok(HttpResponse::Accepted()
+        .insert_header((
+            header::LOCATION,
+            location(&state, &backup_path(tenant, b.project_id, b.id)),
+        ))
+        .json(b))
 }
 
 /// Changes to a backup.

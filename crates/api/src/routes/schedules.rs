@@ -42,6 +42,10 @@ pub struct PutSchedule {
     pub mechanism: Option<Mechanism>,
     /// Retention of the planet's backups; default: each backup's own retention period.
     pub retention: Option<RetentionPolicy>,
+    /// Verification policy: verify every Nth backup of the planet (1: every backup) by
+    /// restoring it into a scratch database of the platform, 1–1000; absent: only on demand.
+    #[schema(minimum = 1, maximum = 1000)]
+    pub verify_every: Option<i32>,
 }
 
 /// Creates or replaces a planet's schedule (admin). Backups it takes have `method: periodic`.
@@ -89,6 +93,9 @@ async fn put_schedule(
     }
     let retention = body.retention.clone().unwrap_or_default();
     errors.extend(retention.validate("retention."));
+    if body.verify_every.is_some_and(|n| !(1..=1000).contains(&n)) {
+        errors.push(FieldError::new("verifyEvery", "must be between 1 and 1000"));
+    }
     check(errors)?;
     let Some(spec) = spec else {
         return Err(crate::error::ApiError::invalid("cron", "is invalid"));
@@ -100,6 +107,7 @@ async fn put_schedule(
         enabled: body.enabled.unwrap_or(true),
         mechanism: Mechanism::Logical,
         retention,
+        verify_every: body.verify_every,
     };
     let (schedule, created) = schedules::put(&state.pool, tenant, project, planet, &new, Utc::now(), &audit).await?;
     Ok(if created {

@@ -459,6 +459,16 @@ async fn happy_path(w: &World) {
     w.call(Method::GET, &format!("{}/restores", w.planet_path()), admin, None)
         .await;
 
+    // A verification by restore: 202 at once, 409 while it is queued or running, and the
+    // outcome on the backup.
+    let verifications = format!("{backup_path}/verifications");
+    let r = w.call(Method::POST, &verifications, admin, None).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let r = w.call(Method::POST, &verifications, admin, None).await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    let b = w.wait(&backup_path, |b| b["verification"].is_object()).await;
+    assert_eq!(b["verification"]["status"], "verified", "{b}");
+
     let schedule = format!("{}/schedule", w.planet_path());
     let body =
         json!({ "cron": "30 2 * * *", "timezone": "Europe/Berlin", "retention": { "keepDaily": 7, "keepWeekly": 4 } });

@@ -115,6 +115,13 @@ fn endpoints(t: &str, p: &str, x: &str, b: &str, h: &str) -> Vec<(Method, String
         (Method::GET, format!("{backups}/{b}"), None, Role::Viewer),
         // An archive is the whole database: reading it is more than viewing.
         (Method::GET, format!("{backups}/{b}/archive"), None, Role::Operator),
+        // A verification restores the whole archive on the platform's server.
+        (
+            Method::POST,
+            format!("{backups}/{b}/verifications"),
+            None,
+            Role::Operator,
+        ),
         (
             Method::GET,
             format!("/api/v1/tenants/{t}/audit-events"),

@@ -66,6 +66,7 @@ impl Planet {
             enabled: true,
             mechanism: Mechanism::Logical,
             retention,
+            verify_every: None,
         };
         let by = svalbard_core::repo::audit::Entry {
             tenant: t,

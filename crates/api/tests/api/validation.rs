@@ -114,6 +114,29 @@ async fn bad_paths_and_queries_are_problems() {
     app.get(&format!("/api/v1/tenants/{t}/projects/123"), &tok)
         .await
         .names_field("projectId");
+    // The verification of a backup names the id that is not one.
+    let p = uuid::Uuid::now_v7();
+    app.post(
+        &format!("/api/v1/tenants/{t}/projects/{p}/backups/not-a-backup/verifications"),
+        &tok,
+        json!({}),
+    )
+    .await
+    .names_field("backupId");
+    app.post(
+        &format!("/api/v1/tenants/{t}/projects/x/backups/{p}/verifications"),
+        &tok,
+        json!({}),
+    )
+    .await
+    .names_field("projectId");
+    app.post(
+        &format!("/api/v1/tenants/{t}/projects/{p}/backups/{p}/verifications"),
+        &tok,
+        json!({}),
+    )
+    .await
+    .problem(404);
     app.get(&format!("/api/v1/tenants/{t}/projects?limit=0"), &tok)
         .await
         .names_field("limit");

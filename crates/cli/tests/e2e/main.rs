@@ -18,4 +18,5 @@ mod retention;
 mod storage;
 mod targets;
 mod uploads;
+mod verify;
 mod webhooks;

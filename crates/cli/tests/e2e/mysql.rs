@@ -38,7 +38,7 @@ fn fresh(hint: &str) -> String {
 }
 
 /// A MariaDB database with rows, a view, a routine and a trigger.
-fn source_db() -> String {
+pub(crate) fn source_db() -> String {
     let db = fresh("my");
     mariadb(None, &format!("CREATE DATABASE {db}"));
     mariadb(
@@ -75,7 +75,7 @@ fn fingerprint(db: &str) -> Vec<String> {
 }
 
 impl Env {
-    async fn mysql_planet(&self, name: &str, db: &str, password: Option<&str>) -> String {
+    pub(crate) async fn mysql_planet(&self, name: &str, db: &str, password: Option<&str>) -> String {
         let mut connection =
             json!({ "host": "127.0.0.1", "port": 3306, "database": db, "user": "root", "sslmode": "disable" });
         if let Some(p) = password {

@@ -15,10 +15,13 @@ use crate::jobs::{self, JobState, Lease, NewJob, SubjectEnd};
 use crate::page::{Page, PageRequest};
 use crate::repo::limits::{self, Creating, Limits};
 use crate::repo::webhooks::{BACKUP_EVENT_COLUMNS, BackupEvent};
+use crate::verification::{BackupVerification, TableCounts, VerificationStatus};
 use crate::webhook::EventType;
 
 pub const BACKUP_JOB: &str = "backup";
 pub const DELETE_JOB: &str = "delete-backup";
+/// Restores a backup's archive into a scratch database and compares it with the dump's record.
+pub const VERIFY_JOB: &str = "verify-backup";
 
 macro_rules! backup_select {
     () => {
@@ -26,7 +29,7 @@ macro_rules! backup_select {
                 b.pinned, b.status, b.error_message, b.phase, b.bytes_processed, b.size_bytes, b.checksum,
                 b.compression, b.encryption, b.engine_version, b.tool_version, b.format_version, b.storage_prefix, b.object_key,
                 b.stage, b.retention_days, b.metadata, b.parts, b.created_at, b.started_at, b.completed_at,
-                b.expiration_date, t.name AS tenant_name, p.name AS project_name, x.name AS planet_name
+                b.expiration_date, b.table_counts, b.verification, t.name AS tenant_name, p.name AS project_name, x.name AS planet_name
          FROM backups b
          JOIN tenants t ON t.id = b.tenant_id
          JOIN projects p ON p.id = b.project_id
@@ -67,6 +70,8 @@ pub struct Row {
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
     pub expiration_date: Option<DateTime<Utc>>,
+    pub table_counts: Option<sqlx::types::Json<TableCounts>>,
+    pub verification: Option<sqlx::types::Json<BackupVerification>>,
     pub tenant_name: String,
     pub project_name: String,
     pub planet_name: String,
@@ -83,6 +88,16 @@ impl Row {
 
     pub fn into_backup(self) -> Result<Backup> {
         let status = self.status()?;
+        let verification = self.verification.map(|v| v.0);
+        // A failed verification is as visible as a failed backup: the archive is there, but
+        // it is not known to restore.
+        let display_status = match &verification {
+            Some(v) if status == BackupStatus::Succeeded && v.status == VerificationStatus::Failed => {
+                "verification failed"
+            }
+            Some(v) if status == BackupStatus::Succeeded && v.status == VerificationStatus::Verified => "verified",
+            _ => status.display(),
+        };
         Ok(Backup {
             id: self.id,
             name: self.name,
@@ -95,7 +110,7 @@ impl Row {
             temporary: self.temporary,
             pinned: self.pinned,
             status,
-            display_status: status.display(),
+            display_status,
             error_message: self.error_message,
             progress: status.in_flight().then_some(Progress {
                 bytes_processed: self.bytes_processed,
@@ -121,6 +136,7 @@ impl Row {
                 name: self.planet_name,
             },
             parts: self.parts.0,
+            verification,
         })
     }
 }
@@ -587,6 +603,8 @@ pub struct Success<'a> {
     pub format_version: u32,
     pub bytes_processed: u64,
     pub parts: &'a [Part],
+    /// Rows per table counted while dumping, when they could be counted.
+    pub table_counts: Option<&'a TableCounts>,
 }
 
 /// Marks the backup succeeded and completes its job, in one transaction fenced by the lease.
@@ -599,7 +617,7 @@ pub async fn succeed(pool: &PgPool, id: BackupId, lease: Lease, s: &Success<'_>)
     let done = sqlx::query_as::<_, BackupEvent>(sqlx::AssertSqlSafe(format!(
         "UPDATE backups SET status = $2, phase = NULL, error_message = NULL, completed_at = now(),
                 object_key = $4, size_bytes = $5, checksum = $6, engine_version = $7, tool_version = $8,
-                format_version = $9, bytes_processed = $10, parts = $11,
+                format_version = $9, bytes_processed = $10, parts = $11, table_counts = $12,
                 expiration_date = now() + make_interval(days => retention_days)
          WHERE id = $1 AND status = $3 RETURNING {BACKUP_EVENT_COLUMNS}"
     )))
@@ -614,6 +632,7 @@ pub async fn succeed(pool: &PgPool, id: BackupId, lease: Lease, s: &Success<'_>)
     .bind(i32::try_from(s.format_version).unwrap_or(i32::MAX))
     .bind(i64::try_from(s.bytes_processed).unwrap_or(i64::MAX))
     .bind(sqlx::types::Json(s.parts))
+    .bind(s.table_counts.map(sqlx::types::Json))
     .fetch_optional(fenced.conn())
     .await?;
     let Some(done) = done else {
@@ -736,4 +755,180 @@ pub async fn mark_purged(pool: &PgPool, id: BackupId, lease: Lease) -> Result<bo
         .bind(id)
         .bind(BackupStatus::Expired.as_str());
     end_deletion(pool, lease, update).await
+}
+
+// ---- verification ------------------------------------------------------------------------
+
+/// Whether a verification of the backup is queued or running.
+async fn verification_pending(conn: &mut PgConnection, id: BackupId) -> Result<bool> {
+    Ok(
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE subject_id = $1 AND kind = $2 AND state = ANY($3))",
+        )
+        .bind(id.0)
+        .bind(VERIFY_JOB)
+        .bind(JobState::names(&JobState::LIVE))
+        .fetch_one(&mut *conn)
+        .await?,
+    )
+}
+
+/// Queues a verification of a backup, inside the caller's transaction.
+pub async fn enqueue_verification(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    id: BackupId,
+    max_attempts: i32,
+) -> Result<JobId> {
+    jobs::enqueue(
+        conn,
+        &NewJob {
+            tenant,
+            kind: VERIFY_JOB,
+            subject: id.0,
+            payload: serde_json::json!({}),
+            max_attempts,
+        },
+    )
+    .await
+}
+
+/// Asks for a verification of one of the tenant's backups: it must be `succeeded`, and not be
+/// verified already at this moment (409 otherwise). Returns the backup as it stands.
+pub async fn request_verification(
+    pool: &PgPool,
+    tenant: TenantId,
+    project: ProjectId,
+    id: BackupId,
+    max_attempts: i32,
+    audit: &super::audit::Entry,
+) -> Result<Backup> {
+    let mut tx = pool.begin().await?;
+    let status = lock_status(&mut tx, tenant, project, id).await?;
+    if status != BackupStatus::Succeeded {
+        return Err(Error::Conflict(format!(
+            "backup {id} is {status}; only a succeeded backup can be verified"
+        )));
+    }
+    if verification_pending(&mut tx, id).await? {
+        return Err(Error::Conflict(format!(
+            "a verification of backup {id} is already queued or running"
+        )));
+    }
+    enqueue_verification(&mut tx, tenant, id, max_attempts).await?;
+    audit.write(&mut tx, Some(id.0)).await?;
+    let backup = row(&mut *tx, tenant, project, id).await?.into_backup()?;
+    tx.commit().await?;
+    Ok(backup)
+}
+
+/// After a backup of `planet` succeeded: queues its verification when the planet's schedule
+/// asks for every Nth backup and N succeeded backups have been taken since the last one queued
+/// for verification (or ever, without one). Returns the job queued, if any.
+pub async fn verify_if_due(pool: &PgPool, planet: PlanetId, id: BackupId, max_attempts: i32) -> Result<Option<JobId>> {
+    // Most planets have no such policy: one read, without a transaction, says so.
+    let wanted: Option<Option<i32>> = sqlx::query_scalar("SELECT verify_every FROM schedules WHERE planet_id = $1")
+        .bind(planet)
+        .fetch_optional(pool)
+        .await?;
+    if wanted.flatten().is_none() {
+        return Ok(None);
+    }
+    let mut tx = pool.begin().await?;
+    let every: Option<i32> = sqlx::query_scalar("SELECT verify_every FROM schedules WHERE planet_id = $1 FOR UPDATE")
+        .bind(planet)
+        .fetch_optional(&mut *tx)
+        .await?
+        .flatten();
+    let Some(every) = every else { return Ok(None) };
+    // Backups since the newest one that was verified or is being verified, this one included.
+    let (tenant, since): (TenantId, i64) = sqlx::query_as(
+        "SELECT b.tenant_id, (SELECT count(*) FROM backups x
+                 WHERE x.planet_id = b.planet_id AND x.status IN ('succeeded', 'expired', 'missing')
+                   AND x.id > COALESCE((SELECT v.id FROM backups v
+                                        WHERE v.planet_id = b.planet_id AND v.id < b.id
+                                          AND (v.verification IS NOT NULL OR EXISTS (
+                                               SELECT 1 FROM jobs j WHERE j.subject_id = v.id AND j.kind = $2))
+                                        ORDER BY v.id DESC LIMIT 1),
+                                       '00000000-0000-0000-0000-000000000000'::uuid)
+                   AND x.id <= b.id)
+         FROM backups b WHERE b.id = $1",
+    )
+    .bind(id)
+    .bind(VERIFY_JOB)
+    .fetch_one(&mut *tx)
+    .await?;
+    if since < i64::from(every) || verification_pending(&mut tx, id).await? {
+        return Ok(None);
+    }
+    let job = enqueue_verification(&mut tx, tenant, id, max_attempts).await?;
+    tx.commit().await?;
+    Ok(Some(job))
+}
+
+/// Records a verification's outcome on its backup (and, when it failed, an audit event), and
+/// completes the job, in one transaction fenced by the lease. `false`: the attempt does not own
+/// the job any more; nothing was written.
+pub async fn record_verification(pool: &PgPool, id: BackupId, lease: Lease, v: &BackupVerification) -> Result<bool> {
+    let Some(mut fenced) = jobs::lock(pool, lease).await? else {
+        return Ok(false);
+    };
+    write_verification(fenced.conn(), id, v).await?;
+    fenced.complete().await?;
+    Ok(true)
+}
+
+async fn write_verification(conn: &mut PgConnection, id: BackupId, v: &BackupVerification) -> Result<()> {
+    let tenant: Option<TenantId> =
+        sqlx::query_scalar("UPDATE backups SET verification = $2 WHERE id = $1 RETURNING tenant_id")
+            .bind(id)
+            .bind(sqlx::types::Json(v))
+            .fetch_optional(&mut *conn)
+            .await?;
+    if let (Some(tenant), VerificationStatus::Failed) = (tenant, v.status) {
+        super::audit::Entry {
+            tenant,
+            actor: "svalbard".into(),
+            role: crate::auth::Role::Admin,
+            platform: true,
+            client_address: None,
+            action: "backup.verification.failed",
+            resource_type: "backup",
+            outcome: super::audit::Outcome::Success,
+        }
+        .write(conn, Some(id.0))
+        .await?;
+    }
+    Ok(())
+}
+
+/// A verification job's end, inside the queue's fenced transaction: giving up is recorded as a
+/// failed verification with the job's error; a retry changes nothing the tenant sees.
+pub(crate) async fn verification_ended(conn: &mut PgConnection, id: BackupId, end: SubjectEnd<'_>) -> Result<()> {
+    if let SubjectEnd::Failed { error, .. } = end {
+        let started: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "SELECT first_claimed_at FROM jobs WHERE subject_id = $1 AND kind = $2 ORDER BY created_at DESC LIMIT 1",
+        )
+        .bind(id.0)
+        .bind(VERIFY_JOB)
+        .fetch_optional(&mut *conn)
+        .await?
+        .flatten();
+        let now = Utc::now();
+        let took = started.map_or(0, |s| (now - s).num_milliseconds().max(0));
+        write_verification(conn, id, &crate::verification::failed(error, now, took)).await?;
+    }
+    Ok(())
+}
+
+/// Seconds since the newest verified backup of each planet that has one, with its ids, for
+/// the gauge.
+pub async fn last_verified(pool: &PgPool) -> Result<Vec<(TenantId, ProjectId, PlanetId, DateTime<Utc>)>> {
+    Ok(sqlx::query_as(
+        "SELECT tenant_id, project_id, planet_id, max((verification->>'at')::timestamptz)
+         FROM backups WHERE verification->>'status' = 'verified' AND status <> 'deleted'
+         GROUP BY tenant_id, project_id, planet_id",
+    )
+    .fetch_all(pool)
+    .await?)
 }

@@ -33,7 +33,10 @@ async fn judge(conn: &mut PgConnection, planet: PlanetId, now: DateTime<Utc>, lo
     macro_rules! candidates {
         () => {
             "SELECT b.id, b.name, b.created_at, b.pinned, b.temporary, b.expiration_date,
-                    EXISTS (SELECT 1 FROM restores r WHERE r.source_backup_id = b.id AND r.status IN ('scheduled', 'running')) AS in_use
+                    (EXISTS (SELECT 1 FROM restores r WHERE r.source_backup_id = b.id AND r.status IN ('scheduled', 'running'))
+                     OR EXISTS (SELECT 1 FROM jobs j WHERE j.subject_id = b.id AND j.kind = 'verify-backup'
+                                  AND j.state IN ('queued', 'running'))) AS in_use,
+                    COALESCE(b.verification->>'status' = 'verified', false) AS verified
              FROM backups b WHERE b.planet_id = $1 AND b.status = 'succeeded'"
         };
     }
@@ -80,6 +83,8 @@ pub async fn apply(pool: &PgPool, planet: PlanetId, now: DateTime<Utc>) -> Resul
             "UPDATE backups b SET status = 'expired', phase = NULL, error_message = $2
              WHERE b.id = $1 AND b.status = 'succeeded'
                AND NOT EXISTS (SELECT 1 FROM restores r WHERE r.source_backup_id = b.id AND r.status IN ('scheduled', 'running'))
+               AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.subject_id = b.id AND j.kind = 'verify-backup'
+                                 AND j.state IN ('queued', 'running'))
              RETURNING {BACKUP_EVENT_COLUMNS}"
         )))
         .bind(v.backup_id)

@@ -12,7 +12,8 @@ use crate::repo::backups::{self, NewBackup};
 use crate::repo::limits::Limits;
 use crate::schedule::{NewSchedule, RetentionPolicy, Schedule, Spec};
 
-const COLUMNS: &str = "tenant_id, project_id, planet_id, cron, timezone, enabled, mechanism, retention, next_run_at,
+const COLUMNS: &str =
+    "tenant_id, project_id, planet_id, cron, timezone, enabled, mechanism, retention, verify_every, next_run_at,
      last_run_at, last_outcome, last_backup_id, skipped_runs, created_at, updated_at";
 
 #[derive(sqlx::FromRow)]
@@ -25,6 +26,7 @@ struct Row {
     enabled: bool,
     mechanism: String,
     retention: sqlx::types::Json<RetentionPolicy>,
+    verify_every: Option<i32>,
     next_run_at: Option<DateTime<Utc>>,
     last_run_at: Option<DateTime<Utc>>,
     last_outcome: Option<String>,
@@ -48,6 +50,7 @@ impl Row {
                 .parse()
                 .map_err(|_| Error::Other(anyhow::anyhow!("stored schedule has an invalid mechanism")))?,
             retention: self.retention.0,
+            verify_every: self.verify_every,
             next_run_at: self.next_run_at,
             last_run_at: self.last_run_at,
             last_outcome: self.last_outcome,
@@ -73,10 +76,11 @@ pub async fn put(
     let mut tx = pool.begin().await?;
     let next = new.enabled.then(|| new.spec.next_after(now)).flatten();
     let row = sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO schedules (planet_id, tenant_id, project_id, cron, timezone, enabled, mechanism, retention, next_run_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+        "INSERT INTO schedules (planet_id, tenant_id, project_id, cron, timezone, enabled, mechanism, retention, next_run_at,
+                                verify_every)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
          ON CONFLICT (planet_id) DO UPDATE SET cron = $4, timezone = $5, enabled = $6, mechanism = $7,
-                retention = $8, next_run_at = $9, updated_at = now()
+                retention = $8, next_run_at = $9, verify_every = $10, updated_at = now()
          RETURNING {COLUMNS}"
     )))
     .bind(planet)
@@ -88,6 +92,7 @@ pub async fn put(
     .bind(new.mechanism.as_str())
     .bind(sqlx::types::Json(&new.retention))
     .bind(next)
+    .bind(new.verify_every)
     .fetch_one(&mut *tx)
     .await
     .map_err(|e| super::fk_to_not_found(e, "planet"))?;
