@@ -87,6 +87,7 @@ pub async fn snapshot(pool: &PgPool, planet_limit: i64) -> sqlx::Result<Fleet> {
     let kinds = [
         super::backups::BACKUP_JOB,
         super::backups::DELETE_JOB,
+        super::backups::VERIFY_JOB,
         super::restores::RESTORE_JOB,
     ];
     let queue: Vec<QueuePoint> = sqlx::query_as(
