@@ -253,7 +253,14 @@ async fn deleting_a_running_backup_cancels_it_and_leaves_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_backups_with_two_workers_each_run_exactly_once() {
-    let env = Env::new().await;
+    // Leases long enough that a busy machine cannot let one run out: a second attempt here
+    // would mean two workers claimed the same job, not that a lease expired (the chaos test
+    // covers expiry).
+    let mut overrides = crate::harness::fast_worker();
+    overrides["worker"]["lease_secs"] = serde_json::json!(60);
+    overrides["worker"]["heartbeat_secs"] = serde_json::json!(2);
+    svalbard_testkit::require_s3();
+    let env = Env::with_overrides(overrides).await;
     let src = source::create("many", &source::sample_schema(200)).await.unwrap();
     let mut planets = Vec::new();
     for i in 0..100 {
