@@ -153,12 +153,12 @@ checks.ensure_resource_availability.enabled = false
 include-operation-id = ["get_backup", "delete_backup", "archive", "update_backup", "restore_backup"]
 checks.use_after_free.enabled = false
 
-# Where a planet may point is the target policy's decision, made on the resolved address (a
-# made-up name that does not resolve, `0` for 0.0.0.0); whether a tenant policy's entry is a
+# Where a planet or a webhook may point is the target policy's decision, made on the resolved address (a
+# made-up name that does not resolve, \`0\` for 0.0.0.0); whether a tenant policy's entry is a
 # network or a host name; whether a restore target derives from the planet's own database name:
 # none of it is JSON Schema's to say, and each 400 names the field and the rule.
 [[operations]]
-include-operation-id = ["create_planet", "update_planet", "create_tenant", "update_tenant"]
+include-operation-id = ["create_planet", "update_planet", "create_tenant", "update_tenant", "create_webhook"]
 checks.positive_data_acceptance.enabled = false
 
 [[operations]]
