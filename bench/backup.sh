@@ -7,7 +7,10 @@
 #   2. pg_dump -Fc > file                         default custom format (gzip), size kept
 #   3. Svalbard through its HTTP API into Garage  POST .../backups until `succeeded`;
 #                                                 API and worker are separate processes and the
-#                                                 worker's peak RSS (VmHWM) is reported
+#                                                 worker's peak RSS (VmHWM) is reported; once
+#                                                 encrypted (age, the default) and once with
+#                                                 `crypto.archives = "none"`, to show what
+#                                                 encryption costs
 # Restore (main SCALE only, unless SKIP_RESTORE=1):
 #   4. pg_restore --single-transaction of a local `pg_dump -Fc -Z0` file into a fresh database
 #   5. Svalbard: POST .../backups/{id}/restores of backup 3 until `succeeded`; the worker is
@@ -17,7 +20,10 @@
 #         SCALE=5 SIZES="2 5" bench/backup.sh   # small smoke run, Svalbard at two sizes
 #
 # Knobs (environment):
-#   SCALE=130       pgbench scale of the main comparison database (all methods, and the restores)
+#   DATA=pgbench    `pgbench`: pgbench's tables (compress ~10x, mostly blank filler); `app`:
+#                   application-like tables (customers, orders with JSON and notes, an event
+#                   log with hashes, secondary indexes; they compress 3-5x), ~95 MiB per scale
+#   SCALE=130       scale of the main comparison database (all methods, and the restores)
 #   SIZES="10 130"  extra scales for the zstd pipeline and Svalbard (SCALE is always included);
 #                   the worker is restarted per size, so peak RSS is per size
 #   RUNS=1          repeat each method n times and keep the best wall time (max RSS)
@@ -37,6 +43,8 @@ BENCH_NAME=bench
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
+DATA="${DATA:-pgbench}"
+case "$DATA" in pgbench | app) ;; *) log "DATA must be pgbench or app (got '$DATA')"; exit 2 ;; esac
 SCALE="${SCALE:-130}"
 SIZES="${SIZES:-}"
 RUNS="${RUNS:-1}"
@@ -45,8 +53,10 @@ RESTORE_TIMEOUT="${RESTORE_TIMEOUT:-7200}"
 SKIP_RESTORE="${SKIP_RESTORE:-}"
 [ "$SKIP_RESTORE" = 0 ] && SKIP_RESTORE=""
 CTL_DB="svalbard_bench_ctl"
-RESTORE_DB="svalbard_bench_restore_s$SCALE"
-BASELINE_DB="svalbard_bench_pgrestore_s$SCALE"
+DB_PREFIX="svalbard_bench_"
+[ "$DATA" = app ] && DB_PREFIX="svalbard_bench_app_"
+RESTORE_DB="${DB_PREFIX}restore_s$SCALE"
+BASELINE_DB="${DB_PREFIX}pgrestore_s$SCALE"
 export PGHOST=127.0.0.1 PGPORT=5432 PGUSER=postgres
 
 for v in "$SCALE" "$RUNS" "$BACKUP_TIMEOUT" "$RESTORE_TIMEOUT" $SIZES; do
@@ -82,25 +92,74 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 # Databases to back up: built once per scale, marked complete by a comment, reused afterwards.
-db_name() { echo "svalbard_bench_s$1"; }
+db_name() { echo "${DB_PREFIX}s$1"; }
+
+# Application-like contents at scale N: N×20,000 customers, N×100,000 orders and N×200,000
+# events, with text, numbers, timestamps, JSON and secondary indexes.
+app_data_sql() {
+  local n=$1
+  cat <<SQL
+CREATE TABLE customers (
+  id bigint PRIMARY KEY, name text NOT NULL, email text NOT NULL UNIQUE, country text NOT NULL,
+  created_at timestamptz NOT NULL, profile jsonb NOT NULL);
+INSERT INTO customers
+SELECT g, 'Customer ' || g || ' ' || substr(md5(g::text), 1, 8), 'user' || g || '@example.com',
+       (ARRAY['DE','FR','US','NO','JP','BR','IN','GB'])[1 + g % 8],
+       timestamptz '2020-01-01' + g * interval '7 minutes',
+       jsonb_build_object('tier', (ARRAY['free','pro','enterprise'])[1 + g % 3], 'newsletter', g % 2 = 0,
+                          'tags', jsonb_build_array('t' || g % 17, 't' || g % 29), 'score', round((random() * 100)::numeric, 1))
+FROM generate_series(1, $n * 20000) g;
+CREATE TABLE orders (
+  id bigserial PRIMARY KEY, customer_id bigint NOT NULL REFERENCES customers, status text NOT NULL,
+  total numeric(12,2) NOT NULL, items jsonb NOT NULL, note text, created_at timestamptz NOT NULL);
+INSERT INTO orders (customer_id, status, total, items, note, created_at)
+SELECT 1 + (g * 7919) % ($n * 20000), (ARRAY['paid','shipped','refunded','pending'])[1 + g % 4],
+       round((random() * 500)::numeric, 2),
+       jsonb_build_array(jsonb_build_object('sku', 'SKU-' || g % 5000, 'qty', 1 + g % 5, 'price', round((random() * 100)::numeric, 2)),
+                         jsonb_build_object('sku', 'SKU-' || (g * 31) % 5000, 'qty', 1, 'price', round((random() * 40)::numeric, 2))),
+       CASE WHEN g % 3 = 0 THEN 'Leave at the back door; ring twice. Ref ' || upper(substr(md5(g::text), 1, 10)) END,
+       timestamptz '2023-01-01' + (g % 500000) * interval '1 minute'
+FROM generate_series(1, $n * 100000) g;
+CREATE INDEX orders_customer ON orders (customer_id);
+CREATE INDEX orders_created ON orders (created_at);
+CREATE TABLE events (
+  id bigserial PRIMARY KEY, order_id bigint NOT NULL, kind text NOT NULL, payload jsonb NOT NULL,
+  at timestamptz NOT NULL);
+INSERT INTO events (order_id, kind, payload, at)
+SELECT 1 + g % ($n * 100000), (ARRAY['created','paid','packed','shipped','delivered'])[1 + g % 5],
+       jsonb_build_object('ip', '10.' || g % 256 || '.' || (g / 256) % 256 || '.' || g % 7, 'agent', 'app/' || (1 + g % 9) || '.' || g % 4,
+                          'trace', md5(g::text)),
+       timestamptz '2023-01-01' + g * interval '13 seconds'
+FROM generate_series(1, $n * 200000) g;
+CREATE INDEX events_order ON events (order_id);
+CREATE INDEX customers_country ON customers (country);
+ANALYZE;
+SQL
+}
 db_bytes() { sql "SELECT pg_database_size('$1')"; }
 
 ensure_bench_db() {
   local scale=$1 db marker comment
   db=$(db_name "$scale")
-  marker="svalbard bench: pgbench scale $scale, complete"
+  marker="svalbard bench: $DATA scale $scale, complete"
   comment=$(sql "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '$db'")
   if [ "$comment" = "$marker" ]; then
-    log "reusing $db: $(mib "$(db_bytes "$db")") MiB (pgbench scale $scale)"
+    log "reusing $db: $(mib "$(db_bytes "$db")") MiB ($DATA scale $scale)"
     return
   fi
-  log "building $db with pgbench -i -s $scale (minutes for large scales)"
   sql "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
   sql "CREATE DATABASE $db" >/dev/null
-  "$PGBENCH" -i -q -s "$scale" -h 127.0.0.1 -U postgres "$db" >"$WORK/pgbench-$scale.log" 2>&1 \
-    || { cat "$WORK/pgbench-$scale.log" >&2; die "pgbench -i failed for $db"; }
+  if [ "$DATA" = app ]; then
+    log "building $db with application-like data at scale $scale (minutes for large scales)"
+    app_data_sql "$scale" | PGOPTIONS="-c client_min_messages=warning" psql -q -v ON_ERROR_STOP=1 -d "$db" \
+      >"$WORK/appdata-$scale.log" 2>&1 || { cat "$WORK/appdata-$scale.log" >&2; die "building $db failed"; }
+  else
+    log "building $db with pgbench -i -s $scale (minutes for large scales)"
+    "$PGBENCH" -i -q -s "$scale" -h 127.0.0.1 -U postgres "$db" >"$WORK/pgbench-$scale.log" 2>&1 \
+      || { cat "$WORK/pgbench-$scale.log" >&2; die "pgbench -i failed for $db"; }
+  fi
   sql "COMMENT ON DATABASE $db IS '$marker'" >/dev/null
-  log "built $db: $(mib "$(db_bytes "$db")") MiB (pgbench scale $scale)"
+  log "built $db: $(mib "$(db_bytes "$db")") MiB ($DATA scale $scale)"
 }
 
 for s in $SCALES; do ensure_bench_db "$s"; done
@@ -147,7 +206,7 @@ run_pg_dump() {
 
 run_svalbard() { run_svalbard_backup "${PLANET[$1]}"; } # SCALE
 
-declare -A DB_BYTES RSS_KIB
+declare -A DB_BYTES RSS_KIB PLAIN_RSS_KIB
 RESTORE_BACKUP_ID=""
 for s in $SCALES; do
   db=$(db_name "$s")
@@ -171,6 +230,15 @@ for s in $SCALES; do
   done
   RSS_KIB[$s]=$(worker_hwm_kib)
   log "  worker peak RSS (VmHWM): $(mib $((RSS_KIB[$s] * 1024))) MiB"
+  stop_pid "$WORKER_PID"; WORKER_PID=""
+  # The same backup stored in the clear: what encryption costs.
+  SVALBARD_CRYPTO__ARCHIVES=none start_worker "$s-plain"
+  for r in $(seq 1 "$RUNS"); do
+    log "scale $s, run $r/$RUNS: Svalbard API backup, unencrypted"
+    out=$(run_svalbard "$s"); read -r t b id <<<"$out"; best "svplain/$s" "$t" "$b"
+    log "  $t s, $b bytes stored"
+  done
+  PLAIN_RSS_KIB[$s]=$(worker_hwm_kib)
   stop_pid "$WORKER_PID"; WORKER_PID=""
 done
 
@@ -297,7 +365,8 @@ echo "|---|---|---:|---:|---:|---:|---:|"
 for s in $SCALES; do
   row '`pg_dump -Fc -Z0 \| zstd -1 > /dev/null`' "$s" "zstd/$s" -
   [ "$s" = "$SCALE" ] && row '`pg_dump -Fc > file` (default)' "$s" "fc/$s" -
-  row 'Svalbard API → Garage S3' "$s" "svalbard/$s" "${RSS_KIB[$s]}"
+  row 'Svalbard API → Garage S3, unencrypted (`crypto.archives = "none"`)' "$s" "svplain/$s" "${PLAIN_RSS_KIB[$s]}"
+  row 'Svalbard API → Garage S3, encrypted (age, the default)' "$s" "svalbard/$s" "${RSS_KIB[$s]}"
   if [ "$s" = "$SCALE" ] && [ -z "$SKIP_RESTORE" ]; then
     row '`pg_restore --single-transaction` of a local `pg_dump -Fc -Z0` file' "$s" "pgrestore/$s" - \
       "pgrestore/$s" "³"

@@ -93,6 +93,17 @@ ensure_promtool() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 }
 
+# age and zstd: the standard tools an encrypted archive is restored with by hand (and by a test).
+ensure_archive_tools() {
+  local missing=()
+  command -v age >/dev/null || missing+=(age)
+  command -v zstd >/dev/null || missing+=(zstd)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing ${missing[*]} (Debian packages)"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # Garage, a real S3 server, built once from crates.io into ~/.local.

@@ -8,6 +8,7 @@ cd "$SVALBARD_ROOT"
 ensure_postgres
 ensure_password_role
 ensure_mariadb
+ensure_archive_tools
 command -v curl >/dev/null || apt_install curl
 trap stop_started EXIT
 start_garage

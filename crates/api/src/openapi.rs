@@ -38,6 +38,8 @@ use crate::error::{PROBLEM_JSON, Problem};
         (name = "restores", description = "Restores of stored backups into planets"),
         (name = "schedules", description = "Backup schedules of planets and their retention policies"),
         (name = "webhooks", description = "Signed notifications of a tenant's backups and restores, sent to its own endpoints"),
+        (name = "keys", description = "A tenant's archive keys: every archive is encrypted for them (age), they are \
+            sealed by the platform's master keys, and an admin can rotate or export them"),
         (name = "audit", description = "The audit log of a tenant: who did what, from where"),
         (name = "operations", description = "Health and readiness"),
         (name = "guidewire", description = "Drop-in profile: the Guidewire database backups API, under \

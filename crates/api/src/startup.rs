@@ -33,7 +33,8 @@ fn api_v1(cfg: &mut ServiceConfig) {
         .configure(routes::schedules::configure)
         .configure(routes::audit::configure)
         .configure(routes::profiles::guidewire::configure)
-        .configure(routes::webhooks::configure);
+        .configure(routes::webhooks::configure)
+        .configure(routes::keys::configure);
 }
 
 /// The drop-in profiles that live outside `/api/v1`, each under a prefix of its own.

@@ -1,5 +1,6 @@
 //! `svalbard`: one binary for every role of the service.
 
+mod archive;
 mod dev;
 mod embedded_s3;
 mod remote;
@@ -33,6 +34,9 @@ enum Command {
     Service(Service),
     #[command(flatten)]
     Client(remote::Client),
+    /// Read a downloaded archive on its own: inspect, verify or decrypt it.
+    #[command(subcommand)]
+    Archive(archive::ArchiveCmd),
 }
 
 /// Commands that run a part of Svalbard itself.
@@ -138,7 +142,9 @@ pub async fn serve(config: Config, pool: sqlx::PgPool, stop: CancellationToken) 
         .keys
         .as_ref()
         .ok_or_else(|| anyhow::anyhow!("crypto.keys is required (SVALBARD_CRYPTO__KEYS)"))?;
-    svalbard_core::crypto::verify_ring(&pool, &svalbard_core::crypto::KeyRing::parse(keys)?).await?;
+    let ring = svalbard_core::crypto::KeyRing::parse(keys)?;
+    svalbard_core::crypto::verify_ring(&pool, &ring).await?;
+    svalbard_core::repo::keys::reseal(&pool, &ring).await?;
     let app = svalbard_api::Application::build(config, pool)?;
     tracing::info!(%listen, port = app.port(), metrics_port = app.metrics_port(), "API listening");
     let handle = app.handle();
@@ -159,6 +165,13 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Client(call) => match remote::run(call).await {
+            Ok(code) => std::process::ExitCode::from(code),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        },
+        Command::Archive(cmd) => match archive::run(cmd) {
             Ok(code) => std::process::ExitCode::from(code),
             Err(e) => {
                 eprintln!("error: {e:#}");

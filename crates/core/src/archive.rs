@@ -62,8 +62,18 @@ pub struct Manifest {
     pub checksum: String,
     /// Size of the dump before compression.
     pub uncompressed_bytes: u64,
+    /// `none`, or `age`: the archive is an age file, encrypted to `recipient`.
+    #[serde(default = "no_encryption")]
+    pub encryption: String,
+    /// The tenant key (an age recipient) the archive was encrypted to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<String>,
     pub created_at: DateTime<Utc>,
     pub completed_at: DateTime<Utc>,
+}
+
+fn no_encryption() -> String {
+    crate::envelope::NONE.to_owned()
 }
 
 /// The `checksum` notation used in manifests and the API for a SHA-256 given in hex.
@@ -278,6 +288,8 @@ mod tests {
             size_bytes: 10,
             checksum: sha256_checksum("ab"),
             uncompressed_bytes: 20,
+            encryption: "age".to_owned(),
+            recipient: Some("age1xyz".to_owned()),
             created_at: now,
             completed_at: now,
         };

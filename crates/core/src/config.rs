@@ -125,6 +125,18 @@ pub struct CryptoConfig {
     /// Comma-separated `keyid:base64(32 bytes)`; the first seals new secrets, all open old ones.
     #[serde(default, deserialize_with = "secret")]
     pub keys: Option<SecretString>,
+    /// How new archives are stored: `age`, encrypted with a key of their own wrapped by the
+    /// tenant's key (the default), or `none`, in the clear (a bucket encrypted by other means).
+    #[serde(default)]
+    pub archives: ArchiveEncryption,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchiveEncryption {
+    #[default]
+    Age,
+    None,
 }
 
 #[derive(Debug, Clone, Deserialize)]

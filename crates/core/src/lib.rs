@@ -9,6 +9,7 @@ pub mod crypto;
 pub mod db;
 pub mod domain;
 pub mod dumpinfo;
+pub mod envelope;
 pub mod error;
 pub mod ids;
 pub mod jobs;

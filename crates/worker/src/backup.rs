@@ -13,9 +13,10 @@ use svalbard_core::archive::{ArchiveHeader, FORMAT_VERSION, Manifest, sha256_che
 use svalbard_core::backup::{BackupStatus, Part};
 use svalbard_core::config::WorkerConfig;
 use svalbard_core::crypto::KeyRing;
+use svalbard_core::envelope;
 use svalbard_core::ids::BackupId;
 use svalbard_core::jobs::{Abandoned, Lease};
-use svalbard_core::repo::{backups, planets};
+use svalbard_core::repo::{backups, keys, planets};
 use svalbard_core::storage::Storage;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -31,6 +32,8 @@ const REPORT_EVERY: Duration = Duration::from_secs(2);
 pub struct BackupJob {
     pub storage: Storage,
     pub keys: Arc<KeyRing>,
+    /// Whether new archives are encrypted for their tenant.
+    pub encrypt: bool,
     pub config: WorkerConfig,
     pub targets: Arc<svalbard_core::netpolicy::Guard>,
 }
@@ -155,7 +158,21 @@ impl BackupJob {
         // not remove what the attempt that took over has stored since.
         ctx.ensure_lease().await?;
         self.storage.clear(&row.storage_prefix).await.map_err(transient)?;
-        let key = format!("{}archive-{}.svb.zst", row.storage_prefix, ctx.job.attempts);
+        let tenant_key = if self.encrypt {
+            Some(
+                keys::current(&ctx.pool, &self.keys, row.tenant_id)
+                    .await
+                    .map_err(|e| transient(format!("the tenant's archive key cannot be read: {e}")))?,
+            )
+        } else {
+            None
+        };
+        let key = format!(
+            "{}archive-{}.svb.zst{}",
+            row.storage_prefix,
+            ctx.job.attempts,
+            if tenant_key.is_some() { ".age" } else { "" }
+        );
         let header = ArchiveHeader {
             format_version: FORMAT_VERSION,
             engine: planet.engine.as_str().to_owned(),
@@ -225,7 +242,16 @@ impl BackupJob {
             zstd_level: self.config.zstd_level,
         };
         let target = UploadTarget::new(&self.storage, key.clone());
-        let uploaded = upload_stream(input, &header, &target, &settings, cancel, progress.clone()).await;
+        let uploaded = upload_stream(
+            input,
+            &header,
+            tenant_key.as_ref(),
+            &target,
+            &settings,
+            cancel,
+            progress.clone(),
+        )
+        .await;
         reporter.abort();
         let outcome = uploaded.map_err(|e| match e {
             UploadError::Source(err) => {
@@ -265,6 +291,15 @@ impl BackupJob {
         }
         steps.set("manifest", "running", None);
         let checksum = sha256_checksum(&outcome.sha256_hex);
+        let wrapped = match (&tenant_key, &outcome.data_key) {
+            (Some(k), Some(data_key)) => Some((k.version, k.wrap(id.0, data_key).map_err(transient)?)),
+            _ => None,
+        };
+        let encryption = if wrapped.is_some() {
+            envelope::AGE
+        } else {
+            envelope::NONE
+        };
         let manifest = Manifest {
             format_version: FORMAT_VERSION,
             backup_id: id.0,
@@ -275,6 +310,8 @@ impl BackupJob {
             size_bytes: outcome.size_bytes,
             checksum: checksum.clone(),
             uncompressed_bytes: outcome.uncompressed_bytes,
+            encryption: encryption.to_owned(),
+            recipient: tenant_key.as_ref().map(|k| k.recipient().to_string()),
             created_at: row.created_at,
             completed_at: Utc::now(),
         };
@@ -302,6 +339,8 @@ impl BackupJob {
                 bytes_processed: outcome.uncompressed_bytes,
                 parts: &steps.snapshot(),
                 table_counts: table_counts.as_ref(),
+                encryption,
+                data_key: wrapped.as_ref().map(|(v, k)| (*v, k.as_slice())),
             },
         )
         .await

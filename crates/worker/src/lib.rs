@@ -36,7 +36,10 @@ fn key_ring(config: &Config) -> anyhow::Result<KeyRing> {
 /// [`build`], once the key ring has proven it belongs to this control database: a worker with
 /// another installation's keys would claim this database's jobs and fail every one of them.
 pub async fn start(config: &Config, pool: sqlx::PgPool) -> anyhow::Result<runner::Worker> {
-    svalbard_core::crypto::verify_ring(&pool, &key_ring(config)?).await?;
+    let ring = key_ring(config)?;
+    svalbard_core::crypto::verify_ring(&pool, &ring).await?;
+    // After a master key rotation, tenant keys move to the new first key; archives stay as they are.
+    svalbard_core::repo::keys::reseal(&pool, &ring).await?;
     build(config, pool)
 }
 
@@ -66,6 +69,7 @@ pub fn build(config: &Config, pool: sqlx::PgPool) -> anyhow::Result<runner::Work
             Arc::new(backup::BackupJob {
                 storage: storage.clone(),
                 keys: keys.clone(),
+                encrypt: config.crypto.archives == svalbard_core::config::ArchiveEncryption::Age,
                 config: config.worker.clone(),
                 targets: targets.clone(),
             }),

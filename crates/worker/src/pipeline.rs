@@ -4,9 +4,13 @@
 //! whatever the database size:
 //!
 //! ```text
-//! dump stdout ──chunks──▶ zstd on a blocking thread ──full parts──▶ S3 UploadPart (N in flight)
+//! dump stdout ──chunks──▶ zstd, then age, on a blocking thread ──full parts──▶ S3 UploadPart (N in flight)
 //!   (async read)           (+ SHA-256 of the stored bytes)
 //! ```
+//!
+//! An encrypted archive is an age file whose plaintext is the unencrypted archive: the header
+//! frame, then the zstd stream (see [`svalbard_core::envelope`]). age encrypts in 64 KiB chunks,
+//! so encryption adds one chunk to what is held.
 //!
 //! Compression runs off the async executor because zstd at ~hundreds of MiB/s would starve it.
 //! Any failure or cancellation aborts the multipart upload, so nothing is left behind.
@@ -33,6 +37,7 @@ use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use sha2::{Digest as _, Sha256};
 use svalbard_core::archive::{ArchiveHeader, encode_header};
+use svalbard_core::envelope::{DataKey, TenantKey, encryptor};
 use svalbard_core::storage::{Storage, describe, part_size, upload_capacity, with_retries};
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 use tokio::sync::mpsc;
@@ -118,6 +123,8 @@ pub struct UploadOutcome {
     /// SHA-256 of the stored archive object, in hex.
     pub sha256_hex: String,
     pub parts: u32,
+    /// The key the archive is encrypted with, when it is.
+    pub data_key: Option<DataKey>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,13 +156,15 @@ impl UploadError {
 }
 
 /// Streams `input` into the archive object `target.key`: the header frame, then `input`
-/// compressed with zstd, uploaded as an S3 multipart upload.
+/// compressed with zstd, encrypted to `encrypt_to` when given, uploaded as an S3 multipart
+/// upload.
 ///
 /// `progress` counts the input bytes read so far. On any error, and when `cancel` fires before
 /// the upload completes, the multipart upload is aborted and the error returned.
 pub async fn upload_stream<R>(
     input: R,
     header: &ArchiveHeader,
+    encrypt_to: Option<&TenantKey>,
     target: &UploadTarget,
     settings: &UploadSettings,
     cancel: &CancellationToken,
@@ -167,6 +176,10 @@ where
     if cancel.is_cancelled() {
         return Err(UploadError::Cancelled);
     }
+    let encryption = encrypt_to
+        .map(|k| encryptor(&k.recipient()))
+        .transpose()
+        .map_err(|e| UploadError::Archive(std::io::Error::other(format!("{e:#}"))))?;
     // Not raced against cancellation: an upload created after we stopped waiting for it would
     // never be aborted.
     let created = with_retries("CreateMultipartUpload", target.retry_for, || {
@@ -175,7 +188,11 @@ where
             .create_multipart_upload()
             .bucket(&target.bucket)
             .key(&target.key)
-            .content_type("application/zstd")
+            .content_type(if encryption.is_some() {
+                "application/octet-stream"
+            } else {
+                "application/zstd"
+            })
             .send()
     })
     .await
@@ -187,7 +204,7 @@ where
     let streamed = tokio::select! {
         biased;
         () = cancel.cancelled() => Err(UploadError::Cancelled),
-        r = stream_parts(input, header, target, &upload_id, settings, progress) => r,
+        r = stream_parts(input, header, encryption, target, &upload_id, settings, progress) => r,
     };
     // Completing is not raced against cancellation: once S3 has been asked to complete, an
     // abort could leave the finished object behind without anyone knowing about it.
@@ -205,6 +222,7 @@ where
 async fn stream_parts<R>(
     input: R,
     header: &ArchiveHeader,
+    encryption: Option<(age::Encryptor, DataKey)>,
     target: &UploadTarget,
     upload_id: &str,
     settings: &UploadSettings,
@@ -220,10 +238,12 @@ where
 
     let header_frame = encode_header(header);
     let level = settings.zstd_level;
+    let (encryptor, data_key) = encryption.unzip();
     let compressor = tokio::task::spawn_blocking(move || {
         compress(
             chunk_rx,
             PartWriter::new(part_tx, first_part, double_every),
+            encryptor,
             &header_frame,
             level,
         )
@@ -242,6 +262,7 @@ where
         uncompressed_bytes,
         sha256_hex: hex::encode(written.sha256),
         parts: u32::try_from(parts.len()).unwrap_or(u32::MAX),
+        data_key,
     };
     Ok((parts, outcome))
 }
@@ -279,13 +300,55 @@ struct Written {
     sha256: [u8; 32],
 }
 
-/// Runs on a blocking thread: header frame, then the zstd stream, cut into parts.
+/// Where the archive's bytes go: straight into parts, or through age first.
+enum Sink {
+    Plain(PartWriter),
+    Encrypted(age::stream::StreamWriter<PartWriter>),
+}
+
+impl Sink {
+    fn new(out: PartWriter, encryptor: Option<age::Encryptor>) -> std::io::Result<Self> {
+        Ok(match encryptor {
+            Some(e) => Self::Encrypted(e.wrap_output(out)?),
+            None => Self::Plain(out),
+        })
+    }
+
+    /// Ends the age stream (its last chunk is marked as such, so a cut archive is detected).
+    fn finish(self) -> std::io::Result<PartWriter> {
+        match self {
+            Self::Plain(out) => Ok(out),
+            Self::Encrypted(w) => w.finish(),
+        }
+    }
+}
+
+impl Write for Sink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Plain(out) => out.write(data),
+            Self::Encrypted(w) => w.write(data),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Self::Plain(out) => out.flush(),
+            Self::Encrypted(w) => w.flush(),
+        }
+    }
+}
+
+/// Runs on a blocking thread: header frame, then the zstd stream, encrypted or not, cut into
+/// parts.
 fn compress(
     mut rx: mpsc::Receiver<Chunk>,
-    mut out: PartWriter,
+    out: PartWriter,
+    encryptor: Option<age::Encryptor>,
     header_frame: &[u8],
     level: i32,
 ) -> std::io::Result<Written> {
+    let mut out = Sink::new(out, encryptor)?;
     out.write_all(header_frame)?;
     let mut enc = zstd::stream::write::Encoder::new(out, level)?;
     // A frame checksum lets plain `zstd -d` detect a damaged archive too.
@@ -297,7 +360,7 @@ fn compress(
             None => return Err(std::io::Error::other("the input was abandoned")),
         }
     }
-    let mut out = enc.finish()?;
+    let mut out = enc.finish()?.finish()?;
     out.send_part()?;
     Ok(Written {
         bytes: out.total,

@@ -11,9 +11,10 @@ use svalbard_core::archive::{FORMAT_VERSION, read_header};
 use svalbard_core::config::WorkerConfig;
 use svalbard_core::crypto::KeyRing;
 use svalbard_core::dumpinfo::{Container, Detected, decompress_prefix};
-use svalbard_core::ids::RestoreId;
+use svalbard_core::envelope::{self, Openers};
+use svalbard_core::ids::{BackupId, RestoreId, TenantId};
 use svalbard_core::jobs::Abandoned;
-use svalbard_core::repo::{backups, planets, restores};
+use svalbard_core::repo::{backups, keys, planets, restores};
 use svalbard_core::restore::Verification;
 use svalbard_core::storage::{Storage, describe};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -160,6 +161,13 @@ impl RestoreJob {
             ))
             .into());
         }
+        let (head, openers) = self
+            .open_head(&ctx.pool, row.tenant_id, row.source_backup_id, head)
+            .await
+            .map_err(|e| match e {
+                JobError::Permanent(m) => JobError::Permanent(format!("{m}; the target was not touched")),
+                other => other,
+            })?;
         let detected = match detect(&head) {
             Ok(d) => d,
             Err(ArchiveErrorOr::Incompatible(m)) => return Err(Refusal::Incompatible(m)),
@@ -170,6 +178,7 @@ impl RestoreJob {
             self.feed(
                 &key,
                 &detected.container,
+                openers.as_ref(),
                 driver.check_whole(&tool, &detected.dump).map(Into::into),
                 true,
                 cancel,
@@ -253,6 +262,7 @@ impl RestoreJob {
             .feed(
                 &key,
                 &detected.container,
+                openers.as_ref(),
                 Some(driver.restore(&tool, &detected.dump, &conn, &into)),
                 false,
                 cancel,
@@ -350,12 +360,53 @@ impl RestoreJob {
         Ok((head, hex::encode(hasher.finalize())))
     }
 
+    /// The plaintext start of an archive, and what opens the rest, when it is encrypted: the
+    /// tenant's keys and, for a stored backup, the data key the catalog holds for it.
+    pub(crate) async fn open_head(
+        &self,
+        pool: &PgPool,
+        tenant: TenantId,
+        backup: Option<BackupId>,
+        head: Vec<u8>,
+    ) -> Result<(Vec<u8>, Option<Openers>), JobError> {
+        let wrapped = match backup {
+            Some(b) => backups::wrapped_data_key(pool, tenant, b)
+                .await
+                .map_err(transient)?
+                .map(|w| (b, w)),
+            None => None,
+        };
+        if !envelope::is_encrypted(&head) {
+            if wrapped.is_some() {
+                return Err(JobError::Permanent(
+                    "the backup was stored encrypted, but its archive is not: the object was replaced".into(),
+                ));
+            }
+            return Ok((head, None));
+        }
+        let tenant_keys = keys::all(pool, &self.keys, tenant).await.map_err(transient)?;
+        let data_key = match wrapped {
+            Some((b, (version, wrapped))) => Some(
+                keys::data_key(pool, &self.keys, tenant, b.0, version, &wrapped)
+                    .await
+                    .map_err(|e| JobError::Permanent(format!("the archive's data key cannot be opened: {e}")))?,
+            ),
+            None => None,
+        };
+        let openers = Openers { tenant_keys, data_key };
+        let plain = openers
+            .decrypt_prefix(&head, HEAD)
+            .map_err(|e| JobError::Permanent(envelope::describe_decrypt_error(&e)))?;
+        Ok((plain, Some(openers)))
+    }
+
     /// Streams the archive, decompressed, into `consumer`'s stdin (or nowhere, to check that it
     /// decompresses); fails unless everything was read and the consumer exits 0.
     pub(crate) async fn feed(
         &self,
         key: &str,
         container: &Container,
+        openers: Option<&Openers>,
         consumer: Option<Loader>,
         checking: bool,
         cancel: &CancellationToken,
@@ -394,11 +445,23 @@ impl RestoreJob {
         {
             fed = Err(JobError::Permanent(format!("the restore tool stopped reading: {e}")));
         }
-        // Decompression runs on a blocking thread; zstd skips the Svalbard header frame itself.
+        // Decryption and decompression run on a blocking thread; zstd skips the Svalbard header
+        // frame itself.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
         let container = container.clone();
+        let openers = openers.cloned();
         let decoder = tokio::task::spawn_blocking(move || {
-            let reader = tokio_util::io::SyncIoBridge::new(body);
+            let bridge = tokio_util::io::SyncIoBridge::new(body);
+            let reader: Box<dyn std::io::Read> = match openers {
+                Some(o) => match o.decrypt(std::io::BufReader::new(bridge)) {
+                    Ok(r) => Box::new(r),
+                    Err(e) => {
+                        let why = std::io::Error::other(envelope::describe_decrypt_error(&e));
+                        return tx.blocking_send(Err(why)).map_err(|_| ());
+                    }
+                },
+                None => Box::new(bridge),
+            };
             let mut input: Box<dyn std::io::Read> = match container {
                 Container::Svalbard(_) | Container::Zstd => match zstd::stream::read::Decoder::new(reader) {
                     Ok(d) => Box::new(d),

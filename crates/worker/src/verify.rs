@@ -157,6 +157,10 @@ impl VerifyJob {
                 "the archive is corrupted or was modified: its SHA-256 is {actual}, the backup recorded {expected}"
             )));
         }
+        let (head, openers) = self
+            .archives
+            .open_head(&ctx.pool, row.tenant_id, Some(row.id), head)
+            .await?;
         let detected = match detect(&head) {
             Ok(d) => d,
             Err(ArchiveErrorOr::Incompatible(m) | ArchiveErrorOr::Invalid(m)) => return Err(JobError::Permanent(m)),
@@ -178,6 +182,7 @@ impl VerifyJob {
             .feed(
                 &key,
                 &detected.container,
+                openers.as_ref(),
                 Some(driver.restore(&tool, &detected.dump, conn, scratch)),
                 false,
                 cancel,

@@ -250,6 +250,7 @@ async fn postgres_dump_round_trips_through_s3_and_standard_tools() {
     let outcome = upload_stream(
         dump,
         &header,
+        None,
         &UploadTarget::new(&storage, key.clone()),
         &settings,
         &CancellationToken::new(),
@@ -379,7 +380,16 @@ async fn cancellation_mid_stream_aborts_the_multipart_upload() {
                 zstd_level: 1,
             };
             let h = header("15", "15");
-            upload_stream(Noise(0x9E37_79B9_7F4A_7C15), &h, &target, &settings, &cancel, progress).await
+            upload_stream(
+                Noise(0x9E37_79B9_7F4A_7C15),
+                &h,
+                None,
+                &target,
+                &settings,
+                &cancel,
+                progress,
+            )
+            .await
         }
     });
 
@@ -437,6 +447,7 @@ async fn source_failure_aborts_the_multipart_upload() {
     let result = upload_stream(
         input,
         &header("15", "15"),
+        None,
         &UploadTarget::new(&storage, key.clone()),
         &settings,
         &CancellationToken::new(),
@@ -464,6 +475,7 @@ async fn failed_dump_is_not_stored() {
     let err = upload_stream(
         dump,
         &header("15", "15"),
+        None,
         &UploadTarget::new(&storage, key.clone()),
         &UploadSettings::default(),
         &CancellationToken::new(),
@@ -486,6 +498,7 @@ async fn empty_input_gives_a_valid_archive() {
     let outcome = upload_stream(
         tokio::io::empty(),
         &header,
+        None,
         &UploadTarget::new(&storage, key.clone()),
         &UploadSettings::default(),
         &CancellationToken::new(),
@@ -541,6 +554,7 @@ async fn unreachable_storage_is_a_transient_error_naming_the_endpoint() {
     let err = upload_stream(
         tokio::io::empty(),
         &header("15", "15"),
+        None,
         &UploadTarget::new(&storage, "k/archive"),
         &UploadSettings::default(),
         &CancellationToken::new(),
@@ -592,6 +606,7 @@ async fn memory_stays_bounded_whatever_the_input_size() {
     let outcome = upload_stream(
         input,
         &header("15", "15"),
+        None,
         &UploadTarget::new(&storage, key.clone()),
         &settings,
         &CancellationToken::new(),
@@ -641,6 +656,7 @@ async fn parts_grow_as_the_upload_proceeds_and_the_archive_round_trips() {
     let outcome = upload_stream(
         Noise(0x9E37_79B9_7F4A_7C15).take(INPUT),
         &header("15", "15"),
+        None,
         &UploadTarget::new(&storage, key.clone()),
         &settings,
         &CancellationToken::new(),

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod backups;
+pub mod keys;
 pub mod ops;
 pub mod planets;
 pub mod profiles;

@@ -4,7 +4,7 @@ use svalbard_core::FieldError;
 use svalbard_core::auth::Role;
 use svalbard_core::backup::BackupStatus;
 use svalbard_core::domain::check;
-use svalbard_core::ids::PlanetId;
+use svalbard_core::ids::{PlanetId, TenantId};
 use svalbard_core::page::Page;
 use svalbard_core::repo::backups;
 use svalbard_core::repo::restores::{self, NewRestore};
@@ -242,7 +242,7 @@ pub(crate) async fn upload(
     let limit = state.config.limits.upload_bytes;
     let part_size = state.config.worker.part_size_mib * 1024 * 1024;
     let form = actix_multipart::Multipart::new(req.headers(), payload);
-    let received = receive(state, form, &prefix, part_size, limit).await;
+    let received = receive(state, tenant, form, &prefix, part_size, limit).await;
     let (mut options, stored) = match received {
         Ok(r) => r,
         Err(e) => {
@@ -314,9 +314,26 @@ pub(crate) async fn upload(
     }
 }
 
+/// The start of an uploaded archive as the worker will read it: decrypted with the tenant's
+/// keys when it is one of its encrypted archives.
+async fn plaintext_head(state: &State, tenant: TenantId, head: Vec<u8>) -> ApiResult<Vec<u8>> {
+    use svalbard_core::envelope;
+    if !envelope::is_encrypted(&head) {
+        return Ok(head);
+    }
+    let openers = envelope::Openers {
+        tenant_keys: svalbard_core::repo::keys::all(&state.pool, &state.keys, tenant).await?,
+        data_key: None,
+    };
+    openers
+        .decrypt_prefix(&head, head.len())
+        .map_err(|e| ApiError::invalid("archive", envelope::describe_decrypt_error(&e)))
+}
+
 /// Reads the form: the options, and the archive streamed into object storage under `prefix`.
 async fn receive(
     state: &State,
+    tenant: TenantId,
     mut form: actix_multipart::Multipart,
     prefix: &str,
     part_size: usize,
@@ -369,6 +386,7 @@ async fn receive(
                             .await
                             .map_err(|e| ApiError::BadGateway(format!("{e:#}")))?;
                     }
+                    let head = plaintext_head(state, tenant, head).await?;
                     svalbard_core::dumpinfo::detect(&head).map_err(|seen| ApiError::invalid("archive", seen))?;
                     Ok(())
                 }

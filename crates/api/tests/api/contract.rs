@@ -409,6 +409,17 @@ async fn happy_path(w: &World) {
     .await;
     let r = w.call(Method::DELETE, &webhook_path, admin, None).await;
     assert_eq!(r.status, 204, "{}", r.text);
+
+    // The tenant's archive keys: the backup above made version 1; a rotation re-wraps its key.
+    let keys = format!("{tenant_path}/keys");
+    let r = w.call(Method::GET, &keys, admin, None).await;
+    assert_eq!(r.json()["items"][0]["version"], 1, "{}", r.text);
+    let r = w.call(Method::GET, &format!("{keys}/export"), admin, None).await;
+    assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
+    assert!(r.json()["identityFile"].as_str().unwrap().contains("AGE-SECRET-KEY-1"));
+    let r = w.call(Method::POST, &format!("{keys}/rotate"), admin, None).await;
+    assert_eq!(r.json()["key"]["version"], 2, "{}", r.text);
+    assert_eq!(r.json()["rewrappedBackups"], 1, "{}", r.text);
     w.call(Method::GET, &format!("{backups}?status=succeeded&limit=5"), admin, None)
         .await;
     w.call(

@@ -183,6 +183,19 @@ fn endpoints(t: &str, p: &str, x: &str, b: &str, h: &str) -> Vec<(Method, String
         ),
         (Method::GET, camunda.clone(), None, Role::Viewer),
         (Method::GET, format!("{camunda}/{NUMBER}"), None, Role::Viewer),
+        (Method::GET, format!("/api/v1/tenants/{t}/keys"), None, Role::Admin),
+        (
+            Method::GET,
+            format!("/api/v1/tenants/{t}/keys/export"),
+            None,
+            Role::Admin,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/tenants/{t}/keys/rotate"),
+            None,
+            Role::Admin,
+        ),
         (Method::GET, webhooks.clone(), None, Role::Admin),
         (
             Method::POST,
@@ -226,6 +239,7 @@ async fn snapshot(app: &TestApp, w: &World) -> Vec<String> {
             w.a, w.a_project, w.a_planet
         ),
         format!("/api/v1/tenants/{}/webhooks", w.a),
+        format!("/api/v1/tenants/{}/keys", w.a),
     ] {
         let r = app.get(&path, &admin).await;
         assert_eq!(r.status, 200);
@@ -270,6 +284,7 @@ async fn another_tenants_ids_are_not_found_everywhere() {
                 || path.ends_with(&format!("/tenants/{}/projects", w.b))
                 || path.ends_with(&format!("/tenants/{}/audit-events", w.b))
                 || path.ends_with(&format!("/tenants/{}/webhooks", w.b))
+                || path.contains(&format!("/tenants/{}/keys", w.b))
             {
                 continue;
             }

@@ -85,7 +85,7 @@ async fn a_terminal_user_backs_up_downloads_and_restores() {
     let got = cli(&env, token, &["backup", "get", &id]).await;
     assert!(stdout(&got).contains("succeeded"), "{}", stdout(&got));
 
-    // A download checked against the backup's checksum, and a plain zstd stream.
+    // A download checked against the backup's checksum.
     let dir = scratch_dir();
     let first = dir.join("first.svb.zst");
     let done = json_of(
@@ -100,12 +100,25 @@ async fn a_terminal_user_backs_up_downloads_and_restores() {
     assert_eq!(done["verified"], true);
     assert_eq!(done["resumedFrom"], 0);
     assert_eq!(sha256_of(&first), b["checksum"].as_str().unwrap());
-    let zstd = std::process::Command::new("zstd")
-        .arg("-tq")
+    // It is the tenant's encrypted archive: whole by every checksum it carries.
+    let export = env
+        .app
+        .get(&format!("/api/v1/tenants/{}/keys/export", env.tenant), &env.token)
+        .await
+        .json();
+    let key = dir.join("tenant.key");
+    std::fs::write(&key, export["identityFile"].as_str().unwrap()).unwrap();
+    let verified = std::process::Command::new(env!("CARGO_BIN_EXE_svalbard"))
+        .args(["archive", "verify", "-i", key.to_str().unwrap(), "--checksum"])
+        .arg(b["checksum"].as_str().unwrap())
         .arg(&first)
-        .status()
+        .output()
         .unwrap();
-    assert!(zstd.success());
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stdout)
+    );
 
     // An interrupted download resumes where it stopped and ends with the same bytes.
     let whole = std::fs::read(&first).unwrap();

@@ -205,6 +205,46 @@ impl Env {
         res.bytes().await.unwrap().to_vec()
     }
 
+    /// The tenant's archive keys, opened with the test's master key ring.
+    pub async fn tenant_keys(&self) -> Vec<svalbard_core::envelope::TenantKey> {
+        let ring = svalbard_core::crypto::KeyRing::parse(&svalbard_testkit::SEAL_KEYS.to_owned().into()).unwrap();
+        svalbard_core::repo::keys::all(&self.app.pool, &ring, self.tenant.parse().unwrap())
+            .await
+            .unwrap()
+    }
+
+    /// The plaintext of an archive: decrypted with the tenant's keys when it is encrypted.
+    pub async fn open_archive(&self, bytes: &[u8]) -> Vec<u8> {
+        use std::io::Read as _;
+        if !svalbard_core::envelope::is_encrypted(bytes) {
+            return bytes.to_vec();
+        }
+        let openers = svalbard_core::envelope::Openers {
+            tenant_keys: self.tenant_keys().await,
+            data_key: None,
+        };
+        let mut out = Vec::new();
+        openers.decrypt(bytes).unwrap().read_to_end(&mut out).unwrap();
+        out
+    }
+
+    /// `plain` encrypted for the tenant's current key, as a backup's archive is.
+    pub async fn seal_archive(&self, plain: &[u8]) -> Vec<u8> {
+        use std::io::Write as _;
+        let key = self.tenant_keys().await.remove(0);
+        let (enc, _) = svalbard_core::envelope::encryptor(&key.recipient()).unwrap();
+        let mut w = enc.wrap_output(Vec::new()).unwrap();
+        w.write_all(plain).unwrap();
+        w.finish().unwrap()
+    }
+
+    /// The archive of a succeeded backup, downloaded and decrypted: the header frame and the
+    /// zstd stream of the dump.
+    pub async fn download_plain(&self, backup: &str) -> Vec<u8> {
+        let bytes = self.download(backup).await;
+        self.open_archive(&bytes).await
+    }
+
     /// Object keys and unfinished multipart uploads under a backup's folder.
     pub async fn leftovers(&self, backup: &Value) -> (Vec<String>, Vec<svalbard_core::storage::Upload>) {
         let prefix = self.storage.backup_prefix(

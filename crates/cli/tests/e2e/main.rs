@@ -5,6 +5,7 @@
 mod backups;
 mod chaos;
 mod client;
+mod encryption;
 mod garage;
 mod harness;
 mod hostile;

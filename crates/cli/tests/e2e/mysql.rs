@@ -106,7 +106,7 @@ async fn mariadb_backup_and_restore_round_trip_with_routines_and_triggers() {
     assert!(b["toolVersion"].as_str().unwrap().starts_with("10."), "{b}");
 
     // Plain zstd of the downloaded archive is the engine's own SQL dump.
-    let bytes = env.download(&id).await;
+    let bytes = env.download_plain(&id).await;
     let sql = zstd::decode_all(&bytes[..]).unwrap();
     assert!(
         sql.starts_with(b"-- MariaDB dump") || sql.starts_with(b"/*"),

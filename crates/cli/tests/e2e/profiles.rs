@@ -202,8 +202,9 @@ async fn connectware_document_calls() {
     assert_eq!(source::fingerprint(&src).await.unwrap(), before);
 
     // A file from a newer version is refused, and the status names the version that can restore it.
-    let (_, skip) = svalbard_core::archive::read_header(&downloaded).unwrap().unwrap();
-    let mut dump = zstd::decode_all(&downloaded[skip..]).unwrap();
+    let plain = env.open_archive(&downloaded).await;
+    let (_, skip) = svalbard_core::archive::read_header(&plain).unwrap().unwrap();
+    let mut dump = zstd::decode_all(&plain[skip..]).unwrap();
     // "dumped from" and "dumped by" read like `15.20 (Debian 15.20-…)`: the third "15." starts
     // the "dumped by" string.
     let at: Vec<usize> = dump[..300]

@@ -38,8 +38,9 @@ impl Env {
     pub(crate) async fn rewrite_archive(&self, backup: &str, edit: impl FnOnce(Vec<u8>) -> Vec<u8>, recatalog: bool) {
         let b = self.backup(backup).await;
         let (keys, _) = self.leftovers(&b).await;
-        let key = keys.iter().find(|k| k.ends_with(".svb.zst")).unwrap();
-        let bytes = edit(svalbard_testkit::object(&self.storage, key).await);
+        let key = keys.iter().find(|k| k.contains(".svb.zst")).unwrap();
+        let stored = svalbard_testkit::object(&self.storage, key).await;
+        let bytes = self.seal_archive(&edit(self.open_archive(&stored).await)).await;
         if recatalog {
             use sha2::Digest as _;
             sqlx::query("UPDATE backups SET checksum = $2 WHERE id = $1::uuid")

@@ -203,6 +203,7 @@ async fn a_storage_outage_mid_backup_is_waited_out_in_one_attempt() {
         format!("sha256:{}", hex::encode(sha2::Sha256::digest(&archive))),
         b["checksum"].as_str().unwrap()
     );
+    let archive = env.open_archive(&archive).await;
     let (_, header_len) = svalbard_core::archive::read_header(&archive).unwrap().unwrap();
     let dump = zstd::decode_all(&archive[header_len..]).unwrap();
     assert_eq!(&dump[..5], b"PGDMP");

@@ -206,10 +206,11 @@ async fn a_verification_fails_on_a_tampered_archive_and_names_the_missing_table(
     // The stored archive is replaced by one with the same header and format whose dump lacks
     // table `c`, and the catalog's checksum with its own: the archive passes every integrity
     // check and restores, like a dump that silently lost a table.
-    let original = env.download(&id).await;
+    let original = env.download_plain(&id).await;
     let (_, frame) = svalbard_core::archive::read_header(&original).unwrap().unwrap();
     let mut tampered = original[..frame].to_vec();
     tampered.extend(zstd::encode_all(&dump_without(&src, "public.c")[..], 1).unwrap());
+    let tampered = env.seal_archive(&tampered).await;
     let key: String = sqlx::query_scalar("SELECT object_key FROM backups WHERE id = $1")
         .bind(backup_id)
         .fetch_one(&env.app.pool)

@@ -538,6 +538,22 @@ pub async fn for_job(pool: &PgPool, tenant: TenantId, id: BackupId) -> Result<Ro
         .ok_or(Error::NotFound("backup"))
 }
 
+/// The data key of a backup's archive as the catalog holds it: the tenant key version that
+/// wraps it, and the wrapped key. `None` for an archive stored in the clear.
+pub async fn wrapped_data_key(pool: &PgPool, tenant: TenantId, id: BackupId) -> Result<Option<(i32, Vec<u8>)>> {
+    let row: Option<(Option<i32>, Option<Vec<u8>>)> =
+        sqlx::query_as("SELECT data_key_version, data_key FROM backups WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+    match row {
+        None => Err(Error::NotFound("backup")),
+        Some((Some(v), Some(k))) => Ok(Some((v, k))),
+        Some(_) => Ok(None),
+    }
+}
+
 /// Whether the attempt holding `$2`/`$3` (job id and lease token) still runs the job; `$4` is
 /// the running state. Progress is written in single statements fenced by this.
 macro_rules! lease_holds {
@@ -605,6 +621,9 @@ pub struct Success<'a> {
     pub parts: &'a [Part],
     /// Rows per table counted while dumping, when they could be counted.
     pub table_counts: Option<&'a TableCounts>,
+    /// `none`, or `age` with the archive's data key wrapped by this tenant key version.
+    pub encryption: &'a str,
+    pub data_key: Option<(i32, &'a [u8])>,
 }
 
 /// Marks the backup succeeded and completes its job, in one transaction fenced by the lease.
@@ -618,6 +637,7 @@ pub async fn succeed(pool: &PgPool, id: BackupId, lease: Lease, s: &Success<'_>)
         "UPDATE backups SET status = $2, phase = NULL, error_message = NULL, completed_at = now(),
                 object_key = $4, size_bytes = $5, checksum = $6, engine_version = $7, tool_version = $8,
                 format_version = $9, bytes_processed = $10, parts = $11, table_counts = $12,
+                encryption = $13, data_key_version = $14, data_key = $15,
                 expiration_date = now() + make_interval(days => retention_days)
          WHERE id = $1 AND status = $3 RETURNING {BACKUP_EVENT_COLUMNS}"
     )))
@@ -633,6 +653,9 @@ pub async fn succeed(pool: &PgPool, id: BackupId, lease: Lease, s: &Success<'_>)
     .bind(i64::try_from(s.bytes_processed).unwrap_or(i64::MAX))
     .bind(sqlx::types::Json(s.parts))
     .bind(s.table_counts.map(sqlx::types::Json))
+    .bind(s.encryption)
+    .bind(s.data_key.map(|(v, _)| v))
+    .bind(s.data_key.map(|(_, k)| k))
     .fetch_optional(fenced.conn())
     .await?;
     let Some(done) = done else {
@@ -741,7 +764,11 @@ async fn end_deletion(
 /// The last step of a delete: a tombstone remains. Completes the deletion job.
 pub async fn mark_deleted(pool: &PgPool, id: BackupId, lease: Lease) -> Result<bool> {
     let update =
-        sqlx::query("UPDATE backups SET status = $2, size_bytes = NULL, phase = NULL WHERE id = $1 AND status = $3")
+        // The data key goes with the archive: a copy of it left anywhere stays unreadable.
+        sqlx::query(
+            "UPDATE backups SET status = $2, size_bytes = NULL, phase = NULL, data_key = NULL, data_key_version = NULL
+             WHERE id = $1 AND status = $3",
+        )
             .bind(id)
             .bind(BackupStatus::Deleted.as_str())
             .bind(BackupStatus::Deleting.as_str());
@@ -751,9 +778,12 @@ pub async fn mark_deleted(pool: &PgPool, id: BackupId, lease: Lease) -> Result<b
 /// The last step of expiring a backup: its objects are gone, the row stays `expired`.
 /// Completes the deletion job.
 pub async fn mark_purged(pool: &PgPool, id: BackupId, lease: Lease) -> Result<bool> {
-    let update = sqlx::query("UPDATE backups SET object_key = NULL, phase = NULL WHERE id = $1 AND status = $2")
-        .bind(id)
-        .bind(BackupStatus::Expired.as_str());
+    let update = sqlx::query(
+        "UPDATE backups SET object_key = NULL, phase = NULL, data_key = NULL, data_key_version = NULL
+         WHERE id = $1 AND status = $2",
+    )
+    .bind(id)
+    .bind(BackupStatus::Expired.as_str());
     end_deletion(pool, lease, update).await
 }
 

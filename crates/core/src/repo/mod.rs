@@ -6,6 +6,7 @@ pub mod backup_numbers;
 pub mod backups;
 pub mod fleet;
 pub mod idempotency;
+pub mod keys;
 pub mod limits;
 pub mod planets;
 pub mod projects;
