@@ -14,6 +14,7 @@ SCHEMATHESIS_VERSION="4.32.5"
 EXAMPLES="${CONTRACT_EXAMPLES:-15}"
 
 ensure_postgres
+ensure_archive_tools
 for tool in curl jq; do command -v "$tool" >/dev/null || apt_install "$tool"; done
 trap 'stop_started; drop_databases' EXIT
 [ -n "${S3_ENDPOINT:-}" ] || start_garage

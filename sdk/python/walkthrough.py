@@ -17,6 +17,7 @@ import httpx
 
 from svalbard_client import AuthenticatedClient
 from svalbard_client.api.backups import archive, create_backup, delete_backup, get_backup, update_backup
+from svalbard_client.api.keys import export_keys
 from svalbard_client.api.planets import create_planet
 from svalbard_client.api.projects import create_project
 from svalbard_client.api.restores import get_restore, restore_backup
@@ -33,6 +34,7 @@ from svalbard_client.models import (
     CreateRestore,
     CreateTenant,
     Engine,
+    KeyExport,
     Metadata,
     Planet,
     PlanetClass,
@@ -116,17 +118,24 @@ def main():
     assert backup.status == BackupStatus.SUCCEEDED, f"{backup.status}: {backup.error_message}"
     step(f"backup succeeded: {backup.size_bytes} bytes, {backup.checksum}")
 
+    assert backup.encryption == "age", backup.encryption
     link = expect(archive.sync_detailed(tenant.id, project.id, backup.id, client=platform), 200, ArchiveLink)
+    keys = expect(export_keys.sync_detailed(tenant.id, client=platform), 200, KeyExport)
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "backup.svb.zst")
+        path = os.path.join(tmp, "backup.svb.zst.age")
+        key = os.path.join(tmp, "tenant.key")
+        with open(key, "w") as f:
+            f.write(keys.identity_file)
         with httpx.stream("GET", link.download_url) as r:
             assert r.status_code == 200, r.status_code
             with open(path, "wb") as f:
                 for chunk in r.iter_bytes():
                     f.write(chunk)
         assert os.path.getsize(path) == backup.size_bytes
-        subprocess.run(["zstd", "-q", "-t", path], check=True)
-    step("archive downloaded through the pre-signed URL; zstd -t passes")
+        plain = os.path.join(tmp, "backup.svb.zst")
+        subprocess.run(["age", "-d", "-i", key, "-o", plain, path], check=True)
+        subprocess.run(["zstd", "-q", "-t", plain], check=True)
+    step("archive downloaded through the pre-signed URL; age -d with the exported key, then zstd -t, pass")
 
     target = f"{source}_py_{suffix}"
     restore = expect(

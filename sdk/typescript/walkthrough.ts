@@ -99,19 +99,25 @@ async function main(): Promise<void> {
   check(backup.status === "succeeded", `backup ${backup.status}: ${backup.errorMessage}`);
   step(`backup succeeded: ${backup.sizeBytes} bytes, ${backup.checksum}`);
 
+  check(backup.encryption === "age", `encryption ${backup.encryption}`);
   const link = ok(await api.GET("/api/v1/tenants/{tenantId}/projects/{projectId}/backups/{backupId}/archive", { params: { path: backupPath } }), 200);
+  const keys = ok(await api.GET("/api/v1/tenants/{tenantId}/keys/export", { params: { path: { tenantId } } }), 200);
   const download = await fetch(link.downloadUrl);
   check(download.status === 200, `download answered ${download.status}`);
   const dir = mkdtempSync(join(tmpdir(), "svalbard-ts-"));
   try {
-    const file = join(dir, "backup.svb.zst");
+    const file = join(dir, "backup.svb.zst.age");
     writeFileSync(file, Buffer.from(await download.arrayBuffer()));
     check(statSync(file).size === backup.sizeBytes, "downloaded size");
-    execFileSync("zstd", ["-q", "-t", file], { stdio: "inherit" });
+    const key = join(dir, "tenant.key");
+    writeFileSync(key, keys.identityFile);
+    const plain = join(dir, "backup.svb.zst");
+    execFileSync("age", ["-d", "-i", key, "-o", plain, file], { stdio: "inherit" });
+    execFileSync("zstd", ["-q", "-t", plain], { stdio: "inherit" });
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-  step("archive downloaded through the pre-signed URL; zstd -t passes");
+  step("archive downloaded through the pre-signed URL; age -d with the exported key, then zstd -t, pass");
 
   const target = `${source}_ts_${suffix}`;
   let restore: Restore = ok(

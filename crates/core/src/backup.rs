@@ -164,7 +164,13 @@ pub struct Backup {
     pub size_bytes: Option<i64>,
     /// `sha256:<hex>` of the stored archive.
     pub checksum: Option<String>,
+    /// `zstd`.
+    #[schema(example = "zstd")]
     pub compression: String,
+    /// `age`: the archive is an age file encrypted for the tenant's key (see
+    /// `GET /tenants/{tenantId}/keys/export`); `none`: stored in the clear. Set when the
+    /// backup succeeds; `none` until then.
+    #[schema(example = "age")]
     pub encryption: String,
     pub engine_version: Option<String>,
     pub tool_version: Option<String>,

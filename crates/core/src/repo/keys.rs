@@ -176,9 +176,9 @@ pub async fn export(
 }
 
 /// Makes a new version of the tenant's key the one that encrypts, and wraps every data key of
-/// the tenant's backups under it in the same transaction: once committed, the catalog no longer
-/// needs any older version. Archives are not rewritten; each keeps in its own header the
-/// version it was written under, which the export still holds.
+/// the tenant's stored backups under it in the same transaction (a backup still running then
+/// commits under the version it started with, which stays). Archives are not rewritten; each
+/// keeps in its own header the version it was written under, which the export still holds.
 pub async fn rotate(
     pool: &PgPool,
     ring: &KeyRing,
