@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::backup::Mechanism;
+use crate::domain::string_enum;
 use crate::error::FieldError;
 use crate::ids::{BackupId, PlanetId, ProjectId, TenantId};
 
@@ -217,6 +218,13 @@ pub struct Schedule {
     pub retention: RetentionPolicy,
     /// Every how many backups of the planet one is verified by restore; absent: only on demand.
     pub verify_every: Option<i32>,
+    /// When the planet's newest backup is verified by restore, in the schedule's time zone;
+    /// absent: no verification on a cron.
+    #[schema(example = "0 6 * * 1")]
+    pub verify_cron: Option<String>,
+    /// When the next verification on the cron is due; absent without one or while disabled.
+    pub next_verification_at: Option<DateTime<Utc>>,
+    pub verify_on: VerifyOn,
     /// When the next backup is due; absent while disabled.
     pub next_run_at: Option<DateTime<Utc>>,
     /// The last due time handled.
@@ -230,6 +238,13 @@ pub struct Schedule {
     pub updated_at: DateTime<Utc>,
 }
 
+string_enum!(
+    /// Where verifications of the planet's backups restore: `platform`, a scratch database on
+    /// the platform's verification server (the default); `source`, a scratch database on the
+    /// planet's own server, which its user must be allowed to create and drop.
+    VerifyOn { Platform => "platform", Source => "source" }
+);
+
 /// A validated schedule.
 #[derive(Debug, Clone)]
 pub struct NewSchedule {
@@ -240,6 +255,9 @@ pub struct NewSchedule {
     pub mechanism: Mechanism,
     pub retention: RetentionPolicy,
     pub verify_every: Option<i32>,
+    /// The verification cron, as given and parsed.
+    pub verify_cron: Option<(String, Spec)>,
+    pub verify_on: VerifyOn,
 }
 
 #[cfg(test)]

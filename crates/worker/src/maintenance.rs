@@ -58,6 +58,9 @@ impl Maintenance {
                 if let Err(e) = self.schedule().await {
                     tracing::warn!(error = %e, "the scheduler failed; trying again at the next tick");
                 }
+                if let Err(e) = self.verify_on_cron().await {
+                    tracing::warn!(error = %e, "queueing due verifications failed; trying again at the next tick");
+                }
                 if let Err(e) = self.gauge_verified().await {
                     tracing::debug!(error = %e, "reading the last verified backups failed");
                 }
@@ -151,6 +154,23 @@ impl Maintenance {
                 metrics::counter!("svalbard_schedule_runs_total", "outcome" => "coalesced")
                     .increment(u64::from(run.coalesced));
             }
+        }
+        Ok(runs)
+    }
+
+    /// Queues the verifications that schedules' verification crons made due.
+    pub async fn verify_on_cron(&self) -> anyhow::Result<Vec<schedules::VerificationRun>> {
+        let mut runs = Vec::new();
+        loop {
+            let batch = schedules::run_due_verifications(&self.pool, Utc::now(), self.max_attempts, 100).await?;
+            let full = batch.len() >= 100;
+            runs.extend(batch);
+            if !full {
+                break;
+            }
+        }
+        for run in &runs {
+            tracing::info!(tenant_id = %run.tenant, planet_id = %run.planet, outcome = %run.outcome, "verification cron ran");
         }
         Ok(runs)
     }

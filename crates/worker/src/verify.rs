@@ -1,6 +1,7 @@
 //! The verification job: restore a backup's archive into a scratch database on a server of the
-//! platform, count what it holds, compare that with the rows counted while dumping, and drop
-//! the scratch database, whatever happened.
+//! platform (or, when the planet's policy says `verifyOn: source`, on the planet's own server,
+//! checked against the target policy as a restore's target is), count what it holds, compare
+//! that with the rows counted while dumping, and drop the scratch database, whatever happened.
 //!
 //! The archive goes through the same checks as a restore (checksum against the catalog, format
 //! and versions) and the same sandboxed tools. A verification that cannot restore the archive
@@ -17,8 +18,9 @@ use svalbard_core::domain::Engine;
 use svalbard_core::dumpinfo::decompress_prefix;
 use svalbard_core::ids::BackupId;
 use svalbard_core::jobs::Abandoned;
-use svalbard_core::repo::backups;
 use svalbard_core::repo::planets::Connection;
+use svalbard_core::repo::{backups, planets, schedules};
+use svalbard_core::schedule::VerifyOn;
 use svalbard_core::verification::{self, VerificationStatus, scratch_database};
 use tokio_util::sync::CancellationToken;
 
@@ -70,7 +72,8 @@ impl VerifyJob {
 
     /// The platform's verification server is none of a tenant's business: its address is cut
     /// from what the backup's verification shows.
-    fn redact(server: &VerificationServer, e: JobError) -> JobError {
+    fn redact(server: Option<&VerificationServer>, e: JobError) -> JobError {
+        let Some(server) = server else { return e };
         let cut = |m: String| {
             m.replace(&format!("{}:{}", server.host, server.port), "[verification server]")
                 .replace(&format!("\"{}\"", server.host), "[verification server]")
@@ -100,9 +103,32 @@ impl Handler for VerifyJob {
             .engine
             .parse()
             .map_err(|_| JobError::Permanent("unknown engine".into()))?;
-        let (server, conn) = self.server(engine);
-        let driver = engine::driver(engine, &self.archives.config.pg_bin_roots);
         let scratch = scratch_database(id.0, ctx.job.attempts);
+        let (server, conn) = match schedules::verify_on(&ctx.pool, row.planet_id)
+            .await
+            .map_err(transient)?
+        {
+            VerifyOn::Platform => {
+                let (server, conn) = self.server(engine);
+                (Some(server), conn)
+            }
+            VerifyOn::Source => {
+                let (_, conn) = planets::get_with_connection(
+                    &ctx.pool,
+                    &self.archives.keys,
+                    row.tenant_id,
+                    row.project_id,
+                    row.planet_id,
+                )
+                .await
+                .map_err(|e| JobError::Permanent(format!("the planet cannot be read: {e}")))?;
+                let conn =
+                    crate::target::checked(&ctx.pool, &self.archives.targets, row.tenant_id, conn, Some(&scratch))
+                        .await?;
+                (None, conn)
+            }
+        };
+        let driver = engine::driver(engine, &self.archives.config.pg_bin_roots);
         let restored = self.restore(ctx, &row, driver.as_ref(), &conn, &scratch, &cancel).await;
         // The scratch database goes whatever happened, and with it what an earlier attempt that
         // died may have left.

@@ -9,7 +9,7 @@ use svalbard_core::backup::Mechanism;
 use svalbard_core::domain::check;
 use svalbard_core::repo::retention::{self, Preview};
 use svalbard_core::repo::schedules;
-use svalbard_core::schedule::{NewSchedule, RetentionPolicy, Schedule, Spec};
+use svalbard_core::schedule::{NewSchedule, RetentionPolicy, Schedule, Spec, VerifyOn};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
@@ -46,6 +46,14 @@ pub struct PutSchedule {
     /// restoring it into a scratch database of the platform, 1–1000; absent: only on demand.
     #[schema(minimum = 1, maximum = 1000)]
     pub verify_every: Option<i32>,
+    /// Verification on a cron: five fields, read in `timezone`; each time it comes due, the
+    /// planet's newest succeeded backup is verified by restore. May be combined with
+    /// `verifyEvery`; absent: no verification on a cron.
+    #[schema(example = "0 6 * * 1")]
+    pub verify_cron: Option<String>,
+    /// Where verifications restore; default `platform`. `source` restores into a scratch
+    /// database on the planet's own server, whose user must be allowed to create databases.
+    pub verify_on: Option<VerifyOn>,
 }
 
 /// Creates or replaces a planet's schedule (admin). Backups it takes have `method: periodic`.
@@ -96,6 +104,21 @@ async fn put_schedule(
     if body.verify_every.is_some_and(|n| !(1..=1000).contains(&n)) {
         errors.push(FieldError::new("verifyEvery", "must be between 1 and 1000"));
     }
+    let verify_cron = match body.verify_cron.as_deref().map(str::trim) {
+        None => None,
+        Some(text) => match Spec::parse(text, &timezone) {
+            Ok(spec) => Some((text.to_owned(), spec)),
+            Err(e) => {
+                // The time zone is the schedule's, and reported once, for `timezone`.
+                errors.extend(
+                    e.into_iter()
+                        .filter(|f| f.field == "cron")
+                        .map(|f| FieldError::new("verifyCron", f.message)),
+                );
+                None
+            }
+        },
+    };
     check(errors)?;
     let Some(spec) = spec else {
         return Err(crate::error::ApiError::invalid("cron", "is invalid"));
@@ -108,6 +131,8 @@ async fn put_schedule(
         mechanism: Mechanism::Logical,
         retention,
         verify_every: body.verify_every,
+        verify_cron,
+        verify_on: body.verify_on.unwrap_or(VerifyOn::Platform),
     };
     let (schedule, created) = schedules::put(&state.pool, tenant, project, planet, &new, Utc::now(), &audit).await?;
     Ok(if created {

@@ -67,6 +67,8 @@ impl Planet {
             mechanism: Mechanism::Logical,
             retention,
             verify_every: None,
+            verify_cron: None,
+            verify_on: svalbard_core::schedule::VerifyOn::Platform,
         };
         let by = svalbard_core::repo::audit::Entry {
             tenant: t,

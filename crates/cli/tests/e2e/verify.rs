@@ -312,3 +312,57 @@ async fn a_mariadb_backup_is_verified_against_the_rows_counted_in_its_dump() {
     worker.await.unwrap();
     crate::mysql::mariadb(None, &format!("DROP DATABASE {src}"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verification_cron_verifies_the_newest_backup_on_the_planets_own_server_when_asked() {
+    svalbard_testkit::require_s3();
+    // The platform's verification server does not answer here: only the planet's own can serve.
+    let mut overrides = crate::harness::fast_worker();
+    overrides["verification"] = json!({ "postgresql": { "port": 1 } });
+    let env = Env::with_overrides(overrides).await;
+    let src = source::create("vcron", SCHEMA).await.unwrap();
+    let planet = env.planet("ledger", &src, "postgres", None).await;
+    let (stop, worker) = env.worker();
+    let older = env.succeeded_backup(&planet).await;
+    let newest = env.succeeded_backup(&planet).await;
+
+    let schedule = format!("{}/{planet}/schedule", env.planets());
+    let put = |body: Value| env.app.send(Method::PUT, &schedule, Some(&env.token), Some(body));
+    put(json!({ "cron": "0 3 * * *", "verifyCron": "61 * * * *" }))
+        .await
+        .names_field("verifyCron");
+    put(json!({ "cron": "0 3 * * *", "verifyCron": "* * * * *", "verifyOn": "tenant" }))
+        .await
+        .names_field("verifyOn");
+    let r = put(json!({ "cron": "0 3 * * *", "verifyCron": "* * * * *", "verifyOn": "source" })).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let s = r.json();
+    assert_eq!(
+        (s["verifyCron"].as_str(), s["verifyOn"].as_str()),
+        (Some("* * * * *"), Some("source")),
+        "{s}"
+    );
+    assert!(s["nextVerificationAt"].is_string(), "{s}");
+
+    // At the next minute the newest backup is verified, on the planet's own server.
+    let id = newest["id"].as_str().unwrap();
+    let b = env.wait_for(id, 2 * MINUTE, |b| b["verification"].is_object()).await;
+    assert_eq!(b["verification"]["status"], "verified", "{b}");
+    assert_eq!(b["verification"]["rows"], 37, "{b}");
+    assert!(
+        env.scratch_databases(id).await.is_empty(),
+        "the scratch database is dropped"
+    );
+    assert!(
+        env.backup(older["id"].as_str().unwrap()).await["verification"].is_null(),
+        "an older backup was verified"
+    );
+    let s = env.app.get(&schedule, &env.token).await.json();
+    assert!(
+        s["nextVerificationAt"].as_str().unwrap() > b["verification"]["at"].as_str().unwrap(),
+        "{s}"
+    );
+    stop.cancel();
+    worker.await.unwrap();
+    source::drop(&src).await.unwrap();
+}

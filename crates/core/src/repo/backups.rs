@@ -790,7 +790,7 @@ pub async fn mark_purged(pool: &PgPool, id: BackupId, lease: Lease) -> Result<bo
 // ---- verification ------------------------------------------------------------------------
 
 /// Whether a verification of the backup is queued or running.
-async fn verification_pending(conn: &mut PgConnection, id: BackupId) -> Result<bool> {
+pub(crate) async fn verification_pending(conn: &mut PgConnection, id: BackupId) -> Result<bool> {
     Ok(
         sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM jobs WHERE subject_id = $1 AND kind = $2 AND state = ANY($3))",

@@ -13,8 +13,9 @@ use crate::repo::limits::Limits;
 use crate::schedule::{NewSchedule, RetentionPolicy, Schedule, Spec};
 
 const COLUMNS: &str =
-    "tenant_id, project_id, planet_id, cron, timezone, enabled, mechanism, retention, verify_every, next_run_at,
-     last_run_at, last_outcome, last_backup_id, skipped_runs, created_at, updated_at";
+    "tenant_id, project_id, planet_id, cron, timezone, enabled, mechanism, retention, verify_every, verify_cron,
+     next_verification_at, verify_on, next_run_at, last_run_at, last_outcome, last_backup_id, skipped_runs, created_at,
+     updated_at";
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -27,6 +28,9 @@ struct Row {
     mechanism: String,
     retention: sqlx::types::Json<RetentionPolicy>,
     verify_every: Option<i32>,
+    verify_cron: Option<String>,
+    next_verification_at: Option<DateTime<Utc>>,
+    verify_on: String,
     next_run_at: Option<DateTime<Utc>>,
     last_run_at: Option<DateTime<Utc>>,
     last_outcome: Option<String>,
@@ -51,6 +55,12 @@ impl Row {
                 .map_err(|_| Error::Other(anyhow::anyhow!("stored schedule has an invalid mechanism")))?,
             retention: self.retention.0,
             verify_every: self.verify_every,
+            verify_cron: self.verify_cron,
+            next_verification_at: self.next_verification_at,
+            verify_on: self
+                .verify_on
+                .parse()
+                .map_err(|_| Error::Other(anyhow::anyhow!("stored schedule has an invalid verify_on")))?,
             next_run_at: self.next_run_at,
             last_run_at: self.last_run_at,
             last_outcome: self.last_outcome,
@@ -75,12 +85,18 @@ pub async fn put(
     super::planets::get(pool, tenant, project, planet).await?;
     let mut tx = pool.begin().await?;
     let next = new.enabled.then(|| new.spec.next_after(now)).flatten();
+    let next_verification = new
+        .verify_cron
+        .as_ref()
+        .filter(|_| new.enabled)
+        .and_then(|(_, spec)| spec.next_after(now));
     let row = sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(format!(
         "INSERT INTO schedules (planet_id, tenant_id, project_id, cron, timezone, enabled, mechanism, retention, next_run_at,
-                                verify_every)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                                verify_every, verify_cron, next_verification_at, verify_on)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
          ON CONFLICT (planet_id) DO UPDATE SET cron = $4, timezone = $5, enabled = $6, mechanism = $7,
-                retention = $8, next_run_at = $9, verify_every = $10, updated_at = now()
+                retention = $8, next_run_at = $9, verify_every = $10, verify_cron = $11, next_verification_at = $12,
+                verify_on = $13, updated_at = now()
          RETURNING {COLUMNS}"
     )))
     .bind(planet)
@@ -93,6 +109,9 @@ pub async fn put(
     .bind(sqlx::types::Json(&new.retention))
     .bind(next)
     .bind(new.verify_every)
+    .bind(new.verify_cron.as_ref().map(|(text, _)| text.as_str()))
+    .bind(next_verification)
+    .bind(new.verify_on.as_str())
     .fetch_one(&mut *tx)
     .await
     .map_err(|e| super::fk_to_not_found(e, "planet"))?;
@@ -334,4 +353,92 @@ async fn run_one(
         coalesced,
         outcome,
     }))
+}
+
+/// A verification on a cron that came due.
+#[derive(Debug, Clone)]
+pub struct VerificationRun {
+    pub tenant: TenantId,
+    pub planet: PlanetId,
+    /// The backup whose verification was queued, if one was.
+    pub backup: Option<BackupId>,
+    pub outcome: String,
+}
+
+/// Queues the verification of each due schedule's newest succeeded backup (up to `batch`
+/// schedules) and moves the schedule to its next verification. One transaction per schedule
+/// locks it (`SKIP LOCKED`), so any number of schedulers queue one verification per due time;
+/// a planet whose newest backup is being verified already, or that has none, is passed over
+/// until the next time.
+pub async fn run_due_verifications(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    max_attempts: i32,
+    batch: i64,
+) -> Result<Vec<VerificationRun>> {
+    let due: Vec<PlanetId> = sqlx::query_scalar(
+        "SELECT planet_id FROM schedules
+         WHERE enabled AND verify_cron IS NOT NULL AND next_verification_at <= $1
+         ORDER BY next_verification_at LIMIT $2",
+    )
+    .bind(now)
+    .bind(batch)
+    .fetch_all(pool)
+    .await?;
+    let mut runs = Vec::with_capacity(due.len());
+    for planet in due {
+        let mut tx = pool.begin().await?;
+        let row: Option<(TenantId, String, String)> = sqlx::query_as(
+            "SELECT tenant_id, verify_cron, timezone FROM schedules
+             WHERE planet_id = $1 AND enabled AND verify_cron IS NOT NULL AND next_verification_at <= $2
+             FOR UPDATE SKIP LOCKED",
+        )
+        .bind(planet)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((tenant, cron, timezone)) = row else { continue };
+        let next = Spec::parse(&cron, &timezone).ok().and_then(|s| s.next_after(now));
+        let newest: Option<BackupId> = sqlx::query_scalar(
+            "SELECT id FROM backups WHERE planet_id = $1 AND status = 'succeeded' ORDER BY id DESC LIMIT 1",
+        )
+        .bind(planet)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (backup, outcome) = match newest {
+            None => (None, "skipped: the planet has no succeeded backup".to_owned()),
+            Some(id) if backups::verification_pending(&mut tx, id).await? => {
+                (None, format!("skipped: backup {id} is being verified already"))
+            }
+            Some(id) => {
+                backups::enqueue_verification(&mut tx, tenant, id, max_attempts).await?;
+                (Some(id), format!("queued the verification of backup {id}"))
+            }
+        };
+        sqlx::query("UPDATE schedules SET next_verification_at = $2 WHERE planet_id = $1")
+            .bind(planet)
+            .bind(next)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        runs.push(VerificationRun {
+            tenant,
+            planet,
+            backup,
+            outcome,
+        });
+    }
+    Ok(runs)
+}
+
+/// Where verifications of the planet's backups restore (the platform's server when the planet
+/// has no schedule).
+pub async fn verify_on(pool: &PgPool, planet: PlanetId) -> Result<crate::schedule::VerifyOn> {
+    let on: Option<String> = sqlx::query_scalar("SELECT verify_on FROM schedules WHERE planet_id = $1")
+        .bind(planet)
+        .fetch_optional(pool)
+        .await?;
+    Ok(on
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(crate::schedule::VerifyOn::Platform))
 }
