@@ -291,35 +291,44 @@ impl Write for Counter {
 }
 
 fn decrypt(file: &Path, identity: Option<&Path>, output: &Path, compressed: bool) -> anyhow::Result<u8> {
-    let (mut reader, _) = plaintext(file, identity)?;
-    let to_stdout = output == Path::new("-");
-    // A file is written under a temporary name and takes its own only once complete.
-    let partial = output.with_extension("part");
-    let mut out: Box<dyn Write> = if to_stdout {
-        Box::new(std::io::stdout().lock())
-    } else {
-        Box::new(std::io::BufWriter::new(
-            File::create(&partial).with_context(|| format!("cannot create {}", partial.display()))?,
-        ))
-    };
-    let copied = if compressed {
-        std::io::copy(&mut reader, &mut out)
-    } else {
-        // zstd skips the Svalbard header frame: what comes out is the engine's own dump.
-        zstd::stream::read::Decoder::new(reader).and_then(|mut d| std::io::copy(&mut d, &mut out))
-    };
-    let done = copied
-        .with_context(|| format!("{} cannot be read in full", file.display()))
-        .and_then(|_| Ok(out.flush()?));
-    drop(out);
-    if !to_stdout {
-        match &done {
-            Ok(()) => std::fs::rename(&partial, output)
-                .with_context(|| format!("cannot move {} to {}", partial.display(), output.display()))?,
-            Err(_) => {
-                let _ = std::fs::remove_file(&partial);
-            }
-        }
+    let (reader, _) = plaintext(file, identity)?;
+    if output == Path::new("-") {
+        // What reaches a pipe is authenticated chunk by chunk, but whole only when the command
+        // exits 0.
+        let mut out = std::io::stdout().lock();
+        copy_plain(reader, &mut out, compressed)
+            .with_context(|| format!("{} cannot be read in full", file.display()))?;
+        out.flush()?;
+        return Ok(0);
     }
-    done.map(|()| 0)
+    // A file is written beside its destination under a temporary name, readable by its owner
+    // alone, and takes its name only once complete; an error or an interruption leaves nothing.
+    let dir = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut partial = tempfile::Builder::new()
+        .prefix(".svalbard-decrypt-")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    {
+        let mut out = std::io::BufWriter::new(partial.as_file_mut());
+        copy_plain(reader, &mut out, compressed)
+            .with_context(|| format!("{} cannot be read in full", file.display()))?;
+        out.flush()?;
+    }
+    partial
+        .persist(output)
+        .with_context(|| format!("cannot write {}", output.display()))?;
+    Ok(0)
+}
+
+/// The decrypted archive, or with `compressed` false the dump inside it (zstd skips the
+/// Svalbard header frame), into `out`.
+fn copy_plain(mut reader: Box<dyn Read>, out: &mut dyn Write, compressed: bool) -> std::io::Result<u64> {
+    if compressed {
+        std::io::copy(&mut reader, out)
+    } else {
+        std::io::copy(&mut zstd::stream::read::Decoder::new(reader)?, out)
+    }
 }

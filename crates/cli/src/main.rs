@@ -144,7 +144,9 @@ pub async fn serve(config: Config, pool: sqlx::PgPool, stop: CancellationToken) 
         .ok_or_else(|| anyhow::anyhow!("crypto.keys is required (SVALBARD_CRYPTO__KEYS)"))?;
     let ring = svalbard_core::crypto::KeyRing::parse(keys)?;
     svalbard_core::crypto::verify_ring(&pool, &ring).await?;
-    svalbard_core::repo::keys::reseal(&pool, &ring).await?;
+    if let Err(e) = svalbard_core::repo::keys::reseal(&pool, &ring).await {
+        tracing::error!(error = %e, "sealing tenant keys again with the first master key failed; trying at the next start");
+    }
     let app = svalbard_api::Application::build(config, pool)?;
     tracing::info!(%listen, port = app.port(), metrics_port = app.metrics_port(), "API listening");
     let handle = app.handle();

@@ -27,16 +27,19 @@ pub struct Config {
     pub metrics: MetricsConfig,
 }
 
-/// Where verifications restore archives: servers of the platform, one per engine, never a
-/// tenant's. A scratch database is created there for each verification and dropped afterwards.
-/// These servers are the platform's own (configured here, not by a tenant), so the target
-/// policy that guards tenants' addresses does not apply to them; their names are cut from
-/// every message a tenant reads.
+/// Where verifications restore archives: servers of the platform, one per engine (a tenant's
+/// own server only when its planet's schedule asks for it). A scratch database is created there
+/// for each verification and dropped afterwards. These servers are the platform's own
+/// (configured here, not by a tenant), so the target policy that guards tenants' addresses does
+/// not apply to them; their names are cut from every message a tenant reads.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VerificationConfig {
     pub postgresql: VerificationServer,
     pub mysql: VerificationServer,
+    /// The shortest time a schedule's `verifyCron` may leave between two verifications, so that
+    /// no tenant keeps the shared verification servers busy.
+    pub min_cron_interval_secs: u64,
 }
 
 /// A server verifications restore into; its user must be allowed to create and drop databases.
@@ -426,6 +429,7 @@ fn defaults() -> serde_json::Value {
         "verification": {
             "postgresql": { "host": "127.0.0.1", "port": 5432, "user": "postgres", "sslmode": "prefer" },
             "mysql": { "host": "127.0.0.1", "port": 3306, "user": "root", "sslmode": "prefer" },
+            "min_cron_interval_secs": 3600,
         },
         "log": LogConfig { format: "pretty".into(), filter: "info".into() },
         "metrics": MetricsConfig {

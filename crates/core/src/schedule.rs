@@ -182,6 +182,20 @@ impl Spec {
         longest
     }
 
+    /// The shortest gap between consecutive runs among the next `runs` after `from`.
+    #[must_use]
+    pub fn shortest_gap(&self, from: DateTime<Utc>, runs: usize) -> Option<chrono::Duration> {
+        let mut at = self.next_after(from)?;
+        let mut shortest: Option<chrono::Duration> = None;
+        for _ in 0..runs {
+            let next = self.next_after(at)?;
+            let gap = next - at;
+            shortest = Some(shortest.map_or(gap, |s| s.min(gap)));
+            at = next;
+        }
+        shortest
+    }
+
     /// Runs strictly after `from` and at or before `until` (capped), for reporting missed runs.
     #[must_use]
     pub fn count_between(&self, from: DateTime<Utc>, until: DateTime<Utc>) -> u32 {

@@ -39,7 +39,9 @@ pub async fn start(config: &Config, pool: sqlx::PgPool) -> anyhow::Result<runner
     let ring = key_ring(config)?;
     svalbard_core::crypto::verify_ring(&pool, &ring).await?;
     // After a master key rotation, tenant keys move to the new first key; archives stay as they are.
-    svalbard_core::repo::keys::reseal(&pool, &ring).await?;
+    if let Err(e) = svalbard_core::repo::keys::reseal(&pool, &ring).await {
+        tracing::error!(error = %e, "sealing tenant keys again with the first master key failed; trying at the next start");
+    }
     build(config, pool)
 }
 

@@ -151,7 +151,7 @@ impl RestoreJob {
         // 1. Integrity, before the target is touched: a stored archive must hash to what the
         //    catalog recorded; an upload must decompress in full (frame checksums) and, for
         //    formats that have one, pass the tool's own full read.
-        let (head, actual) = self.hash_archive(&key, cancel).await?;
+        let (head, actual, etag) = self.hash_archive(&key, cancel).await?;
         if let Some(expected) = &expected
             && format!("sha256:{actual}") != *expected
         {
@@ -173,10 +173,15 @@ impl RestoreJob {
             Err(ArchiveErrorOr::Incompatible(m)) => return Err(Refusal::Incompatible(m)),
             Err(ArchiveErrorOr::Invalid(m)) => return Err(JobError::Permanent(m).into()),
         };
+        if let Some(b) = row.source_backup_id {
+            check_belongs(&detected.container, row.tenant_id, b)
+                .map_err(|m| JobError::Permanent(format!("{m}; the target was not touched")))?;
+        }
         if expected.is_none() {
             let _ = report("checking").await;
             self.feed(
                 &key,
+                etag.as_deref(),
                 &detected.container,
                 openers.as_ref(),
                 driver.check_whole(&tool, &detected.dump).map(Into::into),
@@ -261,6 +266,7 @@ impl RestoreJob {
         let loaded = self
             .feed(
                 &key,
+                etag.as_deref(),
                 &detected.container,
                 openers.as_ref(),
                 Some(driver.restore(&tool, &detected.dump, &conn, &into)),
@@ -315,15 +321,21 @@ impl RestoreJob {
         Ok(())
     }
 
-    pub(crate) async fn open(&self, key: &str) -> Result<aws_sdk_s3::primitives::ByteStream, JobError> {
+    /// The archive object; with `if_match`, only while it is still the object that was hashed
+    /// (its ETag), so the bytes fed to a tool are the bytes that were checked.
+    pub(crate) async fn open(
+        &self,
+        key: &str,
+        if_match: Option<&str>,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, JobError> {
         self.storage
             .client
             .get_object()
             .bucket(&self.storage.bucket)
             .key(key)
+            .set_if_match(if_match.map(str::to_owned))
             .send()
             .await
-            .map(|o| o.body)
             .map_err(|e| {
                 transient(format!(
                     "object storage at {}: reading the archive failed: {}",
@@ -333,13 +345,15 @@ impl RestoreJob {
             })
     }
 
-    /// SHA-256 of the whole archive, and its first bytes.
+    /// SHA-256 of the whole archive, its first bytes, and the ETag of the object hashed.
     pub(crate) async fn hash_archive(
         &self,
         key: &str,
         cancel: &CancellationToken,
-    ) -> Result<(Vec<u8>, String), JobError> {
-        let mut body = self.open(key).await?.into_async_read();
+    ) -> Result<(Vec<u8>, String, Option<String>), JobError> {
+        let object = self.open(key, None).await?;
+        let etag = object.e_tag.clone();
+        let mut body = object.body.into_async_read();
         let mut hasher = Sha256::new();
         let mut head = Vec::with_capacity(HEAD);
         let mut buf = vec![0u8; 256 * 1024];
@@ -357,7 +371,7 @@ impl RestoreJob {
                 head.extend_from_slice(&buf[..take]);
             }
         }
-        Ok((head, hex::encode(hasher.finalize())))
+        Ok((head, hex::encode(hasher.finalize()), etag))
     }
 
     /// The plaintext start of an archive, and what opens the rest, when it is encrypted: the
@@ -376,24 +390,39 @@ impl RestoreJob {
                 .map(|w| (b, w)),
             None => None,
         };
-        if !envelope::is_encrypted(&head) {
-            if wrapped.is_some() {
-                return Err(JobError::Permanent(
-                    "the backup was stored encrypted, but its archive is not: the object was replaced".into(),
-                ));
-            }
+        let encrypted = envelope::is_encrypted(&head);
+        if encrypted == wrapped.is_none() && backup.is_some() {
+            return Err(JobError::Permanent(if encrypted {
+                "the backup was stored in the clear, but its archive is encrypted: the object was replaced".into()
+            } else {
+                "the backup was stored encrypted, but its archive is not: the object was replaced".into()
+            }));
+        }
+        if !encrypted {
             return Ok((head, None));
         }
-        let tenant_keys = keys::all(pool, &self.keys, tenant).await.map_err(transient)?;
-        let data_key = match wrapped {
-            Some((b, (version, wrapped))) => Some(
-                keys::data_key(pool, &self.keys, tenant, b.0, version, &wrapped)
-                    .await
-                    .map_err(|e| JobError::Permanent(format!("the archive's data key cannot be opened: {e}")))?,
-            ),
-            None => None,
+        // A stored backup opens with its own data key alone, which the header's MAC checks: an
+        // object put in its place, even one encrypted for the tenant, does not open. An upload
+        // opens with the tenant's keys.
+        let openers = match wrapped {
+            Some((b, (version, wrapped))) => Openers {
+                tenant_keys: Vec::new(),
+                data_key: Some(
+                    keys::data_key(pool, &self.keys, tenant, b.0, version, &wrapped)
+                        .await
+                        .map_err(|e| match e {
+                            svalbard_core::Error::Database(e) => transient(format!("the control database: {e}")),
+                            _ => {
+                                JobError::Permanent("the archive's data key does not open with the tenant's key".into())
+                            }
+                        })?,
+                ),
+            },
+            None => Openers {
+                tenant_keys: keys::all(pool, &self.keys, tenant).await.map_err(transient)?,
+                data_key: None,
+            },
         };
-        let openers = Openers { tenant_keys, data_key };
         let plain = openers
             .decrypt_prefix(&head, HEAD)
             .map_err(|e| JobError::Permanent(envelope::describe_decrypt_error(&e)))?;
@@ -405,13 +434,14 @@ impl RestoreJob {
     pub(crate) async fn feed(
         &self,
         key: &str,
+        etag: Option<&str>,
         container: &Container,
         openers: Option<&Openers>,
         consumer: Option<Loader>,
         checking: bool,
         cancel: &CancellationToken,
     ) -> Result<(), JobError> {
-        let body = self.open(key).await?.into_async_read();
+        let body = self.open(key, etag).await?.body.into_async_read();
         let (mut running, prologue, mut filter) = match consumer {
             Some(loader) => (
                 Some(
@@ -578,6 +608,18 @@ fn prefix_of(name: &str, max: usize) -> &str {
         end -= 1;
     }
     &name[..end]
+}
+
+/// A stored backup's archive must say it is that backup of that tenant: an archive of another
+/// backup put in its place is refused, even when its checksum was changed to match.
+pub(crate) fn check_belongs(container: &Container, tenant: TenantId, backup: BackupId) -> Result<(), String> {
+    match container {
+        Container::Svalbard(h) if h.backup_id != backup.0 || h.tenant_id != tenant.0 => Err(format!(
+            "the archive is that of backup {} of another tenant or backup, not of backup {backup}: the object was replaced",
+            h.backup_id
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Why a file cannot be restored: another version is needed, or it is not an archive at all.

@@ -25,7 +25,7 @@ use svalbard_core::verification::{self, VerificationStatus, scratch_database};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{self, Driver};
-use crate::restore::{ArchiveErrorOr, RestoreJob, detect};
+use crate::restore::{ArchiveErrorOr, RestoreJob, check_belongs, detect};
 use crate::runner::{Handler, JobContext, JobError};
 
 pub struct VerifyJob {
@@ -175,7 +175,7 @@ impl VerifyJob {
             .clone()
             .ok_or_else(|| JobError::Permanent("the backup has no archive".into()))?;
         let tool = driver.restore_tool()?;
-        let (head, actual) = self.archives.hash_archive(&key, cancel).await?;
+        let (head, actual, etag) = self.archives.hash_archive(&key, cancel).await?;
         if let Some(expected) = &row.checksum
             && format!("sha256:{actual}") != *expected
         {
@@ -191,6 +191,7 @@ impl VerifyJob {
             Ok(d) => d,
             Err(ArchiveErrorOr::Incompatible(m) | ArchiveErrorOr::Invalid(m)) => return Err(JobError::Permanent(m)),
         };
+        check_belongs(&detected.container, row.tenant_id, row.id).map_err(JobError::Permanent)?;
         let dump_head = decompress_prefix(&detected.container, &head[detected.skip.min(head.len())..]);
         let (server_major, _) = driver.server_version(conn).await?;
         driver
@@ -207,6 +208,7 @@ impl VerifyJob {
         self.archives
             .feed(
                 &key,
+                etag.as_deref(),
                 &detected.container,
                 openers.as_ref(),
                 Some(driver.restore(&tool, &detected.dump, conn, scratch)),

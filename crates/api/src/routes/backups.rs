@@ -217,7 +217,8 @@ async fn get_backup(state: State, auth: Auth, path: web::Path<BackupPath>) -> Ap
 }
 
 /// Verifies a succeeded backup by restoring it (operator). A worker restores the archive into a
-/// scratch database on a server of the platform (never the tenant's), compares every table and
+/// scratch database on a server of the platform (the planet's own server only when its
+/// schedule says `verifyOn: source`), compares every table and
 /// its rows with what was counted while dumping, and drops the scratch database. Answers 202
 /// with the backup; its `verification` holds the outcome once the verification has ended
 /// (`verified`, or `failed` with the tables that differ), and a failed one shows in its

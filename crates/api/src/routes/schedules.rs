@@ -48,7 +48,8 @@ pub struct PutSchedule {
     pub verify_every: Option<i32>,
     /// Verification on a cron: five fields, read in `timezone`; each time it comes due, the
     /// planet's newest succeeded backup is verified by restore. May be combined with
-    /// `verifyEvery`; absent: no verification on a cron.
+    /// `verifyEvery`; absent: no verification on a cron. It may not run more often than the
+    /// platform allows (`verification.min_cron_interval_secs`, an hour by default).
     #[schema(example = "0 6 * * 1")]
     pub verify_cron: Option<String>,
     /// Where verifications restore; default `platform`. `source` restores into a scratch
@@ -107,7 +108,17 @@ async fn put_schedule(
     let verify_cron = match body.verify_cron.as_deref().map(str::trim) {
         None => None,
         Some(text) => match Spec::parse(text, &timezone) {
-            Ok(spec) => Some((text.to_owned(), spec)),
+            Ok(spec) => {
+                let floor = state.config.verification.min_cron_interval_secs;
+                let shortest = spec.shortest_gap(Utc::now(), 200);
+                if shortest.is_some_and(|g| g.num_seconds() < i64::try_from(floor).unwrap_or(i64::MAX)) {
+                    errors.push(FieldError::new(
+                        "verifyCron",
+                        format!("runs more often than the platform allows: at most once every {floor} seconds"),
+                    ));
+                }
+                Some((text.to_owned(), spec))
+            }
             Err(e) => {
                 // The time zone is the schedule's, and reported once, for `timezone`.
                 errors.extend(

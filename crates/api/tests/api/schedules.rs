@@ -169,6 +169,13 @@ async fn schedule_crud_validation_and_roles() {
             "retention.keepYearly",
         ),
         (json!({ "cron": 7 }), "cron"),
+        (json!({ "cron": "0 2 * * *", "verifyCron": "0 2 * *" }), "verifyCron"),
+        // More often than the platform's hour between verifications.
+        (
+            json!({ "cron": "0 2 * * *", "verifyCron": "*/30 * * * *" }),
+            "verifyCron",
+        ),
+        (json!({ "cron": "0 2 * * *", "verifyOn": "tenant" }), "verifyOn"),
     ] {
         put(body.clone(), admin.clone()).await.names_field(field);
     }

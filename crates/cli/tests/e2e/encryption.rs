@@ -216,6 +216,14 @@ async fn an_encrypted_archive_is_noise_without_its_key_and_restores_with_it() {
             .unwrap()
             .starts_with(b"PGDMP")
     );
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir.path().join("dump.pgdump"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "the plain dump is readable by others: {mode:o}");
+    }
     let o = svalbard(
         dir.path(),
         &[
@@ -230,7 +238,12 @@ async fn an_encrypted_archive_is_noise_without_its_key_and_restores_with_it() {
     );
     assert!(!o.status.success());
     assert!(stderr(&o).contains("does not have"), "{}", stderr(&o));
-    assert!(!dir.path().join("stolen.pgdump").exists() && !dir.path().join("stolen.part").exists());
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("stolen") || n.starts_with(".svalbard-decrypt"))
+        .collect();
+    assert!(left.is_empty(), "a failed decrypt left {left:?}");
 
     // One flipped byte: the checksum says so, and so does every chunk's tag without it.
     let mut damaged = archive.clone();
@@ -444,5 +457,63 @@ async fn a_deleted_tenants_leftover_archives_open_with_nothing() {
         .err()
         .expect("a leftover archive decrypted");
     assert!(matches!(err, age::DecryptError::NoMatchingKeys), "{err}");
+    source::drop(&src).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_put_in_another_backups_place_does_not_restore() {
+    let env = Env::new().await;
+    let src = source::create("swap", &source::sample_schema(100)).await.unwrap();
+    let planet = env.planet("orders", &src, "postgres", None).await;
+    let (stop, worker) = env.worker();
+    let victim = env.succeeded(&planet).await["id"].as_str().unwrap().to_owned();
+    let other = env.succeeded(&planet).await["id"].as_str().unwrap().to_owned();
+    let key: String = sqlx::query_scalar("SELECT object_key FROM backups WHERE id = $1::uuid")
+        .bind(&victim)
+        .fetch_one(&env.app.pool)
+        .await
+        .unwrap();
+    let theirs = env.download(&other).await;
+    // A valid dump encrypted afresh for the tenant's public key, which the manifest shows.
+    let forged = {
+        use std::io::Write as _;
+        let recipient = env.tenant_keys().await.remove(0).recipient();
+        let (enc, _) = envelope::encryptor(&recipient).unwrap();
+        let mut w = enc.wrap_output(Vec::new()).unwrap();
+        w.write_all(&env.open_archive(&theirs).await).unwrap();
+        w.finish().unwrap()
+    };
+    for (what, bytes) in [("another backup's archive", theirs), ("a forged archive", forged)] {
+        env.storage
+            .put(&key, bytes.clone(), "application/octet-stream")
+            .await
+            .unwrap();
+        // As if the object changed after its checksum was checked.
+        sqlx::query("UPDATE backups SET checksum = $2 WHERE id = $1::uuid")
+            .bind(&victim)
+            .bind(format!(
+                "sha256:{}",
+                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes))
+            ))
+            .execute(&env.app.pool)
+            .await
+            .unwrap();
+        let target = format!("{src}_swap");
+        let done = env.restore_into(&victim, &target).await;
+        assert_eq!(done["status"], "failed", "{what}: {done}");
+        let msg = done["errorMessage"].as_str().unwrap();
+        assert!(
+            msg.contains("does not authenticate") && msg.contains("not touched"),
+            "{what}: {msg}"
+        );
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&target)
+            .fetch_one(&env.app.pool)
+            .await
+            .unwrap();
+        assert!(!exists, "{what}: the target was created");
+    }
+    stop.cancel();
+    worker.await.unwrap();
     source::drop(&src).await.unwrap();
 }

@@ -228,13 +228,23 @@ impl Env {
         out
     }
 
-    /// `plain` encrypted for the tenant's current key, as a backup's archive is.
-    pub async fn seal_archive(&self, plain: &[u8]) -> Vec<u8> {
+    /// `plain` encrypted for the tenant's current key as the archive of `backup`, whose data
+    /// key in the catalog becomes the new archive's: what someone who could also write the
+    /// catalog would store.
+    pub async fn seal_archive(&self, backup: &str, plain: &[u8]) -> Vec<u8> {
         use std::io::Write as _;
         let key = self.tenant_keys().await.remove(0);
-        let (enc, _) = svalbard_core::envelope::encryptor(&key.recipient()).unwrap();
+        let (enc, data_key) = svalbard_core::envelope::encryptor(&key.recipient()).unwrap();
         let mut w = enc.wrap_output(Vec::new()).unwrap();
         w.write_all(plain).unwrap();
+        let id: uuid::Uuid = backup.parse().unwrap();
+        sqlx::query("UPDATE backups SET data_key = $2, data_key_version = $3 WHERE id = $1")
+            .bind(id)
+            .bind(key.wrap(id, &data_key).unwrap())
+            .bind(key.version)
+            .execute(&self.app.pool)
+            .await
+            .unwrap();
         w.finish().unwrap()
     }
 

@@ -40,7 +40,7 @@ impl Env {
         let (keys, _) = self.leftovers(&b).await;
         let key = keys.iter().find(|k| k.contains(".svb.zst")).unwrap();
         let stored = svalbard_testkit::object(&self.storage, key).await;
-        let bytes = self.seal_archive(&edit(self.open_archive(&stored).await)).await;
+        let bytes = self.seal_archive(backup, &edit(self.open_archive(&stored).await)).await;
         if recatalog {
             use sha2::Digest as _;
             sqlx::query("UPDATE backups SET checksum = $2 WHERE id = $1::uuid")

@@ -204,13 +204,13 @@ async fn a_verification_fails_on_a_tampered_archive_and_names_the_missing_table(
     let backup_id: BackupId = id.parse().unwrap();
 
     // The stored archive is replaced by one with the same header and format whose dump lacks
-    // table `c`, and the catalog's checksum with its own: the archive passes every integrity
-    // check and restores, like a dump that silently lost a table.
+    // table `c`, and the catalog's checksum and data key with its own: the archive passes every
+    // integrity check and restores, like a dump that silently lost a table.
     let original = env.download_plain(&id).await;
     let (_, frame) = svalbard_core::archive::read_header(&original).unwrap().unwrap();
     let mut tampered = original[..frame].to_vec();
     tampered.extend(zstd::encode_all(&dump_without(&src, "public.c")[..], 1).unwrap());
-    let tampered = env.seal_archive(&tampered).await;
+    let tampered = env.seal_archive(&id, &tampered).await;
     let key: String = sqlx::query_scalar("SELECT object_key FROM backups WHERE id = $1")
         .bind(backup_id)
         .fetch_one(&env.app.pool)
@@ -318,7 +318,7 @@ async fn a_verification_cron_verifies_the_newest_backup_on_the_planets_own_serve
     svalbard_testkit::require_s3();
     // The platform's verification server does not answer here: only the planet's own can serve.
     let mut overrides = crate::harness::fast_worker();
-    overrides["verification"] = json!({ "postgresql": { "port": 1 } });
+    overrides["verification"] = json!({ "postgresql": { "port": 1 }, "min_cron_interval_secs": 60 });
     let env = Env::with_overrides(overrides).await;
     let src = source::create("vcron", SCHEMA).await.unwrap();
     let planet = env.planet("ledger", &src, "postgres", None).await;

@@ -764,7 +764,8 @@ async fn end_deletion(
 /// The last step of a delete: a tombstone remains. Completes the deletion job.
 pub async fn mark_deleted(pool: &PgPool, id: BackupId, lease: Lease) -> Result<bool> {
     let update =
-        // The data key goes with the archive: a copy of it left anywhere stays unreadable.
+        // The data key goes with the archive from the catalog (a copy of the archive still
+        // opens with the tenant's key, until the tenant is deleted).
         sqlx::query(
             "UPDATE backups SET status = $2, size_bytes = NULL, phase = NULL, data_key = NULL, data_key_version = NULL
              WHERE id = $1 AND status = $3",
@@ -888,6 +889,11 @@ pub async fn verify_if_due(pool: &PgPool, planet: PlanetId, id: BackupId, max_at
     .bind(VERIFY_JOB)
     .fetch_one(&mut *tx)
     .await?;
+    // Locked as an on-demand verification locks it, so the two cannot both queue one.
+    sqlx::query("SELECT 1 FROM backups WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
     if since < i64::from(every) || verification_pending(&mut tx, id).await? {
         return Ok(None);
     }

@@ -89,24 +89,24 @@ async fn insert(conn: &mut PgConnection, ring: &KeyRing, tenant: TenantId, key: 
 /// The key new archives of the tenant are encrypted with; the first one is made on first use.
 pub async fn current(pool: &PgPool, ring: &KeyRing, tenant: TenantId) -> Result<TenantKey> {
     let mut conn = pool.acquire().await?;
-    let newest = sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM tenant_keys WHERE tenant_id = $1 AND retired_at IS NULL ORDER BY version DESC LIMIT 1"
-    )))
-    .bind(tenant)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some(row) = newest {
+    if let Some(row) = newest(&mut conn, tenant).await? {
         return row.open(ring, tenant);
     }
     // Two first backups at once both try; the one whose row lands is the key, for both.
     insert(&mut conn, ring, tenant, &TenantKey::generate(1)).await?;
-    let row = sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(format!(
+    newest(&mut conn, tenant)
+        .await?
+        .ok_or(Error::NotFound("tenant key"))?
+        .open(ring, tenant)
+}
+
+async fn newest(conn: &mut PgConnection, tenant: TenantId) -> Result<Option<Row>> {
+    Ok(sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM tenant_keys WHERE tenant_id = $1 AND retired_at IS NULL ORDER BY version DESC LIMIT 1"
     )))
     .bind(tenant)
-    .fetch_one(&mut *conn)
-    .await?;
-    row.open(ring, tenant)
+    .fetch_optional(conn)
+    .await?)
 }
 
 /// Every key of the tenant, newest first, opened.
@@ -154,11 +154,7 @@ pub async fn export(
     audit: &super::audit::Entry,
 ) -> Result<Vec<(KeyVersion, TenantKey)>> {
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT id FROM tenants WHERE id = $1 FOR SHARE")
-        .bind(tenant)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(Error::NotFound("tenant"))?;
+    super::tenants::lock(&mut tx, tenant, false).await?;
     let mut found = rows(&mut tx, tenant).await?;
     if found.is_empty() {
         // A tenant that has not encrypted anything yet gets its key now, so the export is the
@@ -186,18 +182,18 @@ pub async fn rotate(
     audit: &super::audit::Entry,
 ) -> Result<(KeyVersion, u64)> {
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT id FROM tenants WHERE id = $1 FOR UPDATE")
-        .bind(tenant)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(Error::NotFound("tenant"))?;
+    super::tenants::lock(&mut tx, tenant, true).await?;
     let existing = rows(&mut tx, tenant).await?;
     let opened = existing
         .iter()
         .map(|r| Ok((r.version, r.open(ring, tenant)?)))
         .collect::<Result<std::collections::HashMap<_, _>>>()?;
     let next = TenantKey::generate(existing.first().map_or(1, |r| r.version + 1));
-    insert(&mut tx, ring, tenant, &next).await?;
+    if !insert(&mut tx, ring, tenant, &next).await? {
+        return Err(Error::Conflict(
+            "the tenant's key changed meanwhile (its first key was being made); rotate again".into(),
+        ));
+    }
     sqlx::query(
         "UPDATE tenant_keys SET retired_at = now() WHERE tenant_id = $1 AND version < $2 AND retired_at IS NULL",
     )
@@ -214,22 +210,36 @@ pub async fn rotate(
     .bind(tenant)
     .fetch_all(&mut *tx)
     .await?;
-    let mut rewrapped = 0u64;
+    // Wrapped again in memory (a few dozen bytes a backup), written in batches.
+    let mut ids = Vec::with_capacity(wrapped.len());
+    let mut keys = Vec::with_capacity(wrapped.len());
     for (backup, version, data_key) in wrapped {
-        let old = opened.get(&version).ok_or_else(|| {
-            Error::Other(anyhow::anyhow!(
-                "backup {backup} names tenant key version {version}, which does not exist"
-            ))
-        })?;
-        let key = old.unwrap(backup, &data_key)?;
-        sqlx::query("UPDATE backups SET data_key = $2, data_key_version = $3 WHERE id = $1")
-            .bind(backup)
-            .bind(next.wrap(backup, &key)?)
-            .bind(next.version)
-            .execute(&mut *tx)
-            .await?;
-        rewrapped += 1;
+        match opened
+            .get(&version)
+            .ok_or_else(|| anyhow::anyhow!("it names tenant key version {version}, which does not exist"))
+            .and_then(|old| old.unwrap(backup, &data_key))
+        {
+            Ok(key) => {
+                ids.push(backup);
+                keys.push(next.wrap(backup, &key)?);
+            }
+            // Left under the version it names, which stays: a damaged row must not block the
+            // rotation of every other.
+            Err(e) => tracing::error!(%tenant, backup_id = %backup, error = %e, "a data key cannot be wrapped again"),
+        }
     }
+    for (ids, keys) in ids.chunks(1000).zip(keys.chunks(1000)) {
+        sqlx::query(
+            "UPDATE backups b SET data_key = k.key, data_key_version = $3
+             FROM unnest($1::uuid[], $2::bytea[]) AS k(id, key) WHERE b.id = k.id",
+        )
+        .bind(ids)
+        .bind(keys)
+        .bind(next.version)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let rewrapped = ids.len() as u64;
     audit.write(&mut tx, None).await?;
     let info = rows(&mut tx, tenant)
         .await?
@@ -242,8 +252,9 @@ pub async fn rotate(
 }
 
 /// Seals again, with the ring's first master key, every tenant key sealed with another one:
-/// after a master key is put first, the old one can be retired once this has run. Archives are
-/// not touched. Returns how many keys were sealed again.
+/// after a master key is put first, the old one can be retired once this has run and logged no
+/// key it could not seal. Archives are not touched. Returns how many keys were sealed again;
+/// a key the ring cannot open is logged and left.
 pub async fn reseal(pool: &PgPool, ring: &KeyRing) -> Result<u64> {
     let first = ring.ids().first().map(|s| (*s).to_owned()).unwrap_or_default();
     let stale: Vec<(TenantId, i32)> =
@@ -251,7 +262,7 @@ pub async fn reseal(pool: &PgPool, ring: &KeyRing) -> Result<u64> {
             .bind(&first)
             .fetch_all(pool)
             .await?;
-    let mut done = 0;
+    let (mut done, mut failed) = (0u64, 0u64);
     for (tenant, version) in stale {
         let mut tx = pool.begin().await?;
         let row = sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(format!(
@@ -263,7 +274,17 @@ pub async fn reseal(pool: &PgPool, ring: &KeyRing) -> Result<u64> {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else { continue };
-        let sealed = row.open(ring, tenant)?.seal(ring, tenant.0)?;
+        // A key this ring cannot open is left as it is, and said: it must not keep the other
+        // tenants' keys, or the process, from going on.
+        let sealed = match row.open(ring, tenant).and_then(|k| Ok(k.seal(ring, tenant.0)?)) {
+            Ok(sealed) => sealed,
+            Err(e) => {
+                tracing::error!(tenant_id = %tenant, version, sealed_with = %row.master_key_id, error = %e,
+                    "a tenant key cannot be sealed again with the first master key; keep the key that sealed it in the ring");
+                failed += 1;
+                continue;
+            }
+        };
         sqlx::query("UPDATE tenant_keys SET master_key_id = $3, sealed = $4 WHERE tenant_id = $1 AND version = $2")
             .bind(tenant)
             .bind(version)
@@ -276,6 +297,9 @@ pub async fn reseal(pool: &PgPool, ring: &KeyRing) -> Result<u64> {
     }
     if done > 0 {
         tracing::info!(keys = done, master_key = %first, "tenant keys sealed again with the first master key");
+    }
+    if failed > 0 {
+        tracing::error!(keys = failed, master_key = %first, "tenant keys are still sealed with another master key");
     }
     Ok(done)
 }

@@ -387,6 +387,39 @@ pub async fn run_due_verifications(
     .await?;
     let mut runs = Vec::with_capacity(due.len());
     for planet in due {
+        match verify_one(pool, now, max_attempts, planet).await {
+            Ok(Some(run)) => runs.push(run),
+            Ok(None) => {}
+            Err(e) => {
+                // One schedule that fails is moved on to its next time, so it cannot hold up the
+                // others due after it.
+                tracing::warn!(planet_id = %planet, error = %e, "queueing a due verification failed");
+                let next: Option<(String, String)> =
+                    sqlx::query_as("SELECT verify_cron, timezone FROM schedules WHERE planet_id = $1")
+                        .bind(planet)
+                        .fetch_optional(pool)
+                        .await?;
+                let next = next
+                    .and_then(|(c, tz)| Spec::parse(&c, &tz).ok())
+                    .and_then(|s| s.next_after(now));
+                sqlx::query("UPDATE schedules SET next_verification_at = $2 WHERE planet_id = $1")
+                    .bind(planet)
+                    .bind(next)
+                    .execute(pool)
+                    .await?;
+            }
+        }
+    }
+    Ok(runs)
+}
+
+async fn verify_one(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    max_attempts: i32,
+    planet: PlanetId,
+) -> Result<Option<VerificationRun>> {
+    {
         let mut tx = pool.begin().await?;
         let row: Option<(TenantId, String, String)> = sqlx::query_as(
             "SELECT tenant_id, verify_cron, timezone FROM schedules
@@ -397,10 +430,14 @@ pub async fn run_due_verifications(
         .bind(now)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((tenant, cron, timezone)) = row else { continue };
+        let Some((tenant, cron, timezone)) = row else {
+            return Ok(None);
+        };
         let next = Spec::parse(&cron, &timezone).ok().and_then(|s| s.next_after(now));
         let newest: Option<BackupId> = sqlx::query_scalar(
-            "SELECT id FROM backups WHERE planet_id = $1 AND status = 'succeeded' ORDER BY id DESC LIMIT 1",
+            // Locked as an on-demand verification locks it, so the two cannot both queue one.
+            "SELECT id FROM backups WHERE planet_id = $1 AND status = 'succeeded' ORDER BY id DESC LIMIT 1
+             FOR UPDATE",
         )
         .bind(planet)
         .fetch_optional(&mut *tx)
@@ -421,14 +458,13 @@ pub async fn run_due_verifications(
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        runs.push(VerificationRun {
+        Ok(Some(VerificationRun {
             tenant,
             planet,
             backup,
             outcome,
-        });
+        }))
     }
-    Ok(runs)
 }
 
 /// Where verifications of the planet's backups restore (the platform's server when the planet

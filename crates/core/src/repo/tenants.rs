@@ -83,14 +83,27 @@ pub async fn get(pool: &PgPool, tenant: TenantId) -> Result<Tenant> {
     .ok_or(Error::NotFound("tenant"))
 }
 
-/// Deletes a tenant with its projects and planets, refusing while any backup is stored.
-pub async fn delete(pool: &PgPool, tenant: TenantId) -> Result<()> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT id FROM tenants WHERE id = $1 FOR UPDATE")
+/// Locks the tenant's row for the rest of the transaction (shared or exclusive); 404 when
+/// there is no such tenant.
+pub(crate) async fn lock(conn: &mut sqlx::PgConnection, tenant: TenantId, exclusive: bool) -> Result<()> {
+    let sql = if exclusive {
+        "SELECT id FROM tenants WHERE id = $1 FOR UPDATE"
+    } else {
+        "SELECT id FROM tenants WHERE id = $1 FOR SHARE"
+    };
+    sqlx::query(sql)
         .bind(tenant)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(conn)
         .await?
         .ok_or(Error::NotFound("tenant"))?;
+    Ok(())
+}
+
+/// Deletes a tenant with its projects and planets, refusing while any backup is stored. Its
+/// archive keys go with it (crypto-shredding: see [`crate::envelope`]).
+pub async fn delete(pool: &PgPool, tenant: TenantId) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    lock(&mut tx, tenant, true).await?;
     // Backups that hold objects, or may: a tenant's rows go with it, its archives must not be orphaned.
     let stored: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM backups WHERE tenant_id = $1
