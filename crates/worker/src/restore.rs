@@ -177,13 +177,16 @@ impl RestoreJob {
             check_belongs(&detected.container, row.tenant_id, b)
                 .map_err(|m| JobError::Permanent(format!("{m}; the target was not touched")))?;
         }
+        let reading = Reading {
+            key: &key,
+            etag: etag.as_deref(),
+            container: &detected.container,
+            openers: openers.as_ref(),
+        };
         if expected.is_none() {
             let _ = report("checking").await;
             self.feed(
-                &key,
-                etag.as_deref(),
-                &detected.container,
-                openers.as_ref(),
+                &reading,
                 driver.check_whole(&tool, &detected.dump).map(Into::into),
                 true,
                 cancel,
@@ -265,10 +268,7 @@ impl RestoreJob {
         let _ = report("restoring").await;
         let loaded = self
             .feed(
-                &key,
-                etag.as_deref(),
-                &detected.container,
-                openers.as_ref(),
+                &reading,
                 Some(driver.restore(&tool, &detected.dump, &conn, &into)),
                 false,
                 cancel,
@@ -433,14 +433,17 @@ impl RestoreJob {
     /// decompresses); fails unless everything was read and the consumer exits 0.
     pub(crate) async fn feed(
         &self,
-        key: &str,
-        etag: Option<&str>,
-        container: &Container,
-        openers: Option<&Openers>,
+        archive: &Reading<'_>,
         consumer: Option<Loader>,
         checking: bool,
         cancel: &CancellationToken,
     ) -> Result<(), JobError> {
+        let Reading {
+            key,
+            etag,
+            container,
+            openers,
+        } = *archive;
         let body = self.open(key, etag).await?.body.into_async_read();
         let (mut running, prologue, mut filter) = match consumer {
             Some(loader) => (
@@ -599,6 +602,16 @@ impl RestoreJob {
             ))),
         }
     }
+}
+
+/// An archive to read in full: the object, the ETag it had when hashed, what it holds and what
+/// opens it.
+#[derive(Clone, Copy)]
+pub(crate) struct Reading<'a> {
+    pub key: &'a str,
+    pub etag: Option<&'a str>,
+    pub container: &'a Container,
+    pub openers: Option<&'a Openers>,
 }
 
 /// The longest start of `name` of at most `max` bytes that ends on a character boundary.

@@ -25,7 +25,7 @@ use svalbard_core::verification::{self, VerificationStatus, scratch_database};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{self, Driver};
-use crate::restore::{ArchiveErrorOr, RestoreJob, check_belongs, detect};
+use crate::restore::{ArchiveErrorOr, Reading, RestoreJob, check_belongs, detect};
 use crate::runner::{Handler, JobContext, JobError};
 
 pub struct VerifyJob {
@@ -207,10 +207,12 @@ impl VerifyJob {
         driver.create_database(conn, scratch).await?;
         self.archives
             .feed(
-                &key,
-                etag.as_deref(),
-                &detected.container,
-                openers.as_ref(),
+                &Reading {
+                    key: &key,
+                    etag: etag.as_deref(),
+                    container: &detected.container,
+                    openers: openers.as_ref(),
+                },
                 Some(driver.restore(&tool, &detected.dump, conn, scratch)),
                 false,
                 cancel,
