@@ -34,7 +34,7 @@
 #   KEEP_WORKDIR=1  keep the scratch folder (logs) after a successful run
 # Databases `svalbard_bench_s<scale>` are built once with pgbench and reused; the control database
 # `svalbard_bench_ctl` is recreated on every run and dropped at the end, and so are the restore
-# targets `svalbard_bench_restore_s<scale>` (Svalbard) and `svalbard_bench_pgrestore_s<scale>`
+# targets `svalbard_bench_s<scale>_restore` (Svalbard) and `svalbard_bench_s<scale>_pgrestore`
 # (pg_restore).
 set -Eeuo pipefail
 shopt -s inherit_errexit
@@ -55,8 +55,9 @@ SKIP_RESTORE="${SKIP_RESTORE:-}"
 CTL_DB="svalbard_bench_ctl"
 DB_PREFIX="svalbard_bench_"
 [ "$DATA" = app ] && DB_PREFIX="svalbard_bench_app_"
-RESTORE_DB="${DB_PREFIX}restore_s$SCALE"
-BASELINE_DB="${DB_PREFIX}pgrestore_s$SCALE"
+# A restore target must be the planet's database or one named after it.
+RESTORE_DB="${DB_PREFIX}s${SCALE}_restore"
+BASELINE_DB="${DB_PREFIX}s${SCALE}_pgrestore"
 export PGHOST=127.0.0.1 PGPORT=5432 PGUSER=postgres
 
 for v in "$SCALE" "$RUNS" "$BACKUP_TIMEOUT" "$RESTORE_TIMEOUT" $SIZES; do
@@ -113,10 +114,10 @@ CREATE TABLE orders (
   id bigserial PRIMARY KEY, customer_id bigint NOT NULL REFERENCES customers, status text NOT NULL,
   total numeric(12,2) NOT NULL, items jsonb NOT NULL, note text, created_at timestamptz NOT NULL);
 INSERT INTO orders (customer_id, status, total, items, note, created_at)
-SELECT 1 + (g * 7919) % ($n * 20000), (ARRAY['paid','shipped','refunded','pending'])[1 + g % 4],
+SELECT 1 + (g::bigint * 7919) % ($n * 20000), (ARRAY['paid','shipped','refunded','pending'])[1 + g % 4],
        round((random() * 500)::numeric, 2),
        jsonb_build_array(jsonb_build_object('sku', 'SKU-' || g % 5000, 'qty', 1 + g % 5, 'price', round((random() * 100)::numeric, 2)),
-                         jsonb_build_object('sku', 'SKU-' || (g * 31) % 5000, 'qty', 1, 'price', round((random() * 40)::numeric, 2))),
+                         jsonb_build_object('sku', 'SKU-' || (g::bigint * 31) % 5000, 'qty', 1, 'price', round((random() * 40)::numeric, 2))),
        CASE WHEN g % 3 = 0 THEN 'Leave at the back door; ring twice. Ref ' || upper(substr(md5(g::text), 1, 10)) END,
        timestamptz '2023-01-01' + (g % 500000) * interval '1 minute'
 FROM generate_series(1, $n * 100000) g;

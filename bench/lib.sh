@@ -87,6 +87,8 @@ start_svalbard() {
   SVALBARD_CRYPTO__KEYS="b1:$(openssl rand -base64 32)"
   export SVALBARD_AUTH__HS256_SECRET SVALBARD_CRYPTO__KEYS
   export SVALBARD_WORKER__CONCURRENCY=1
+  # The databases benchmarked are on this machine: loopback is refused unless allowed.
+  export SVALBARD_TARGETS__ALLOW="127.0.0.0/8,::1"
   export RUST_LOG="${RUST_LOG:-info}" NO_COLOR=1
   BASE="http://127.0.0.1:$port"
   API="$BASE/api/v1"

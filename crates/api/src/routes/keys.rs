@@ -86,7 +86,10 @@ async fn list_keys(state: State, auth: Auth, path: web::Path<TenantPath>) -> Api
 #[utoipa::path(
     tag = "keys",
     params(TenantPath),
-    responses((status = 200, description = "The new version", body = RotatedKey)),
+    responses(
+        (status = 200, description = "The new version", body = RotatedKey),
+        (status = 409, description = "Another change of the tenant's key happened at the same time; rotate again", body = crate::error::Problem, content_type = "application/problem+json"),
+    ),
 )]
 #[post("/tenants/{tenantId}/keys/rotate")]
 async fn rotate_key(state: State, auth: Auth, path: web::Path<TenantPath>) -> ApiResult<HttpResponse> {
