@@ -500,8 +500,14 @@ impl SnapshotSession {
         let mut stdin = running.child.stdin.take().context("no stdin")?;
         let stdout = running.child.stdout.take().context("no stdout")?;
         let mut lines = tokio::io::BufReader::new(stdout).lines();
+        // A backup that stops kills this session; the server ends a count it is running at
+        // once only if it checks for its client meanwhile (PostgreSQL 14 and later; on older
+        // servers the setting is refused and the count runs to its end).
         stdin
-            .write_all(b"BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;\nSELECT pg_export_snapshot();\n")
+            .write_all(
+                b"SET client_connection_check_interval = '1s';\n\
+                  BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;\nSELECT pg_export_snapshot();\n",
+            )
             .await?;
         stdin.flush().await?;
         let snapshot = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())

@@ -223,28 +223,28 @@ async fn deleting_a_running_backup_cancels_it_and_leaves_nothing() {
     let (stop, worker) = env.worker();
     let id = env.start_backup(&planet).await["id"].as_str().unwrap().to_owned();
     env.wait_for(&id, MINUTE, |b| b["status"] != "scheduled").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Caught while pg_dump runs.
+    let started = std::time::Instant::now();
+    while !live_tools_below(std::process::id()).iter().any(|(_, t)| t == "pg_dump") {
+        assert!(started.elapsed() < MINUTE, "pg_dump never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let r = env.app.delete(&env.backup_path(&id), &env.token).await;
     assert_eq!(r.status, 202, "{}", r.text);
     assert_eq!(r.json()["status"], "deleting");
     let b = env.wait_status(&id, "deleted", MINUTE).await;
-    // The dump process is gone: no session of the worker on the source database (a backend
-    // ends a moment after its killed client, so a busy server gets a few seconds).
+    // The dump tools are gone: no live pg_dump or psql below this test's process (the large
+    // source is shared with other tests, so its sessions are not this test's alone). A killed
+    // tool's connection goes with it.
     let started = std::time::Instant::now();
     loop {
-        let sessions: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'svalbard-worker'",
-        )
-        .bind(&src)
-        .fetch_one(&env.app.pool)
-        .await
-        .unwrap();
-        if sessions == 0 {
+        let tools = live_tools_below(std::process::id());
+        if tools.is_empty() {
             break;
         }
         assert!(
             started.elapsed() < Duration::from_secs(10),
-            "{sessions} sessions of the cancelled backup remain"
+            "the cancelled backup's tools still run: {tools:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -349,4 +349,28 @@ async fn a_deletion_that_gave_up_is_started_again_by_another_delete() {
     let (keys, uploads) = env.leftovers(&b).await;
     assert!(keys.is_empty() && uploads.is_empty());
     source::drop(&src).await.unwrap();
+}
+
+/// Live (not zombie) `pg_dump` and `psql` processes among the descendants of `pid`.
+fn live_tools_below(pid: u32) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    let mut queue = vec![pid];
+    while let Some(p) = queue.pop() {
+        let tasks = std::fs::read_dir(format!("/proc/{p}/task")).map(|d| d.flatten().collect::<Vec<_>>());
+        for task in tasks.unwrap_or_default() {
+            let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for child in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+                queue.push(child);
+                let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+                // `pid (comm) state ...`
+                let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+                let comm = std::fs::read_to_string(format!("/proc/{child}/comm")).unwrap_or_default();
+                let comm = comm.trim();
+                if (comm == "pg_dump" || comm == "psql") && state != Some(Some('Z')) {
+                    found.push((child, comm.to_owned()));
+                }
+            }
+        }
+    }
+    found
 }
