@@ -29,6 +29,10 @@ pub fn prometheus() -> &'static PrometheusHandle {
         // Fails only if another recorder is installed already; the handle still renders ours.
         let _ = metrics::set_global_recorder(recorder);
         describe();
+        // At zero from the start, so alerts on `increase()` see the first event.
+        for operation in ["created", "rotated", "exported", "resealed", "reseal_failed"] {
+            metrics::counter!("svalbard_tenant_key_operations_total", "operation" => operation).increment(0);
+        }
         handle
     })
 }
@@ -79,6 +83,10 @@ fn describe() {
     describe_gauge!(
         "svalbard_seconds_since_last_verified_backup",
         "Age of the planet's newest verified backup, by tenant, project and planet id (seconds)."
+    );
+    describe_counter!(
+        "svalbard_tenant_key_operations_total",
+        "What happened to tenants' archive keys, by operation: created, rotated, exported, resealed, reseal_failed (keys)."
     );
     describe_counter!(
         "svalbard_storage_retries_total",

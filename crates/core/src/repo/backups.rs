@@ -666,63 +666,31 @@ pub async fn succeed(pool: &PgPool, id: BackupId, lease: Lease, s: &Success<'_>)
     Ok(true)
 }
 
+fn subject() -> super::subject::Subject {
+    super::subject::Subject {
+        table: "backups",
+        noun: "backup",
+        event_columns: BACKUP_EVENT_COLUMNS,
+        running: BackupStatus::Running.as_str(),
+        in_flight: BackupStatus::names(&BackupStatus::IN_FLIGHT),
+        given_up: |cause| BackupStatus::given_up(cause).as_str(),
+        orphaned: BackupStatus::Incomplete.as_str(),
+        job_kind: BACKUP_JOB,
+        failed: EventType::BackupFailed,
+    }
+}
+
 /// The backup's side of its job's end, inside the queue's fenced transaction: a retry leaves
 /// it `running` with the error shown; giving up ends it `failed` or `incomplete`. A backup no
 /// longer in flight (being deleted) is left alone.
 pub(crate) async fn job_ended(conn: &mut PgConnection, id: BackupId, end: SubjectEnd<'_>) -> Result<()> {
-    match end {
-        SubjectEnd::Retrying { error } => {
-            sqlx::query(
-                "UPDATE backups SET error_message = $2, phase = 'waiting to retry' WHERE id = $1 AND status = $3",
-            )
-            .bind(id)
-            .bind(error)
-            .bind(BackupStatus::Running.as_str())
-            .execute(&mut *conn)
-            .await?;
-        }
-        SubjectEnd::Failed { error, cause } => {
-            let ended = sqlx::query_as::<_, BackupEvent>(sqlx::AssertSqlSafe(format!(
-                "UPDATE backups SET status = $2, error_message = $3, phase = NULL, completed_at = now()
-                 WHERE id = $1 AND status = ANY($4) RETURNING {BACKUP_EVENT_COLUMNS}"
-            )))
-            .bind(id)
-            .bind(BackupStatus::given_up(cause).as_str())
-            .bind(error)
-            .bind(BackupStatus::names(&BackupStatus::IN_FLIGHT))
-            .fetch_optional(&mut *conn)
-            .await?;
-            if let Some(ended) = ended {
-                ended.notify(conn, EventType::BackupFailed).await?;
-            }
-        }
-    }
-    Ok(())
+    super::subject::job_ended::<BackupEvent>(conn, &subject(), id.0, end).await
 }
 
 /// Ends in-flight backups that have no live backup job: `incomplete`, with the last error of
 /// their job if there was one.
 pub(crate) async fn repair_orphaned(conn: &mut PgConnection, live_jobs: &[&str]) -> Result<u64> {
-    let repaired = sqlx::query_as::<_, BackupEvent>(sqlx::AssertSqlSafe(format!(
-        "UPDATE backups b SET status = $2, phase = NULL, completed_at = now(),
-                error_message = 'its job ended without recording an outcome'
-                                || COALESCE(': ' || (SELECT j.last_error FROM jobs j WHERE j.subject_id = b.id
-                                                     ORDER BY j.updated_at DESC LIMIT 1), '')
-         WHERE b.status = ANY($1)
-           AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.subject_id = b.id AND j.kind = $3 AND j.state = ANY($4))
-         RETURNING {BACKUP_EVENT_COLUMNS}"
-    )))
-    .bind(BackupStatus::names(&BackupStatus::IN_FLIGHT))
-    .bind(BackupStatus::Incomplete.as_str())
-    .bind(BACKUP_JOB)
-    .bind(live_jobs)
-    .fetch_all(&mut *conn)
-    .await?;
-    for ended in &repaired {
-        tracing::warn!(backup_id = %ended.id, "ended a backup left in flight without a job");
-        ended.notify(conn, EventType::BackupFailed).await?;
-    }
-    Ok(repaired.len() as u64)
+    super::subject::repair_orphaned::<BackupEvent>(conn, &subject(), live_jobs).await
 }
 
 /// Queues the deletion of backups left `deleting` without a live deletion job.

@@ -59,6 +59,11 @@ impl Row {
 
 const COLUMNS: &str = "version, recipient, master_key_id, sealed, created_at, retired_at";
 
+/// Counts what happened to tenant keys: created, rotated, exported, resealed, reseal_failed.
+fn count(operation: &'static str, n: u64) {
+    metrics::counter!("svalbard_tenant_key_operations_total", "operation" => operation).increment(n);
+}
+
 async fn rows(conn: &mut PgConnection, tenant: TenantId) -> Result<Vec<Row>> {
     Ok(sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM tenant_keys WHERE tenant_id = $1 ORDER BY version DESC"
@@ -83,6 +88,9 @@ async fn insert(conn: &mut PgConnection, ring: &KeyRing, tenant: TenantId, key: 
     .await
     .map_err(|e| fk_to_not_found(e, "tenant"))?
     .rows_affected();
+    if inserted == 1 && key.version == 1 {
+        count("created", 1);
+    }
     Ok(inserted == 1)
 }
 
@@ -168,6 +176,7 @@ pub async fn export(
         .collect::<Result<Vec<_>>>()?;
     audit.write(&mut tx, None).await?;
     tx.commit().await?;
+    count("exported", 1);
     Ok(keys)
 }
 
@@ -248,6 +257,7 @@ pub async fn rotate(
         .map(|r| r.info())
         .ok_or(Error::NotFound("tenant key"))?;
     tx.commit().await?;
+    count("rotated", 1);
     Ok((info, rewrapped))
 }
 
@@ -295,6 +305,8 @@ pub async fn reseal(pool: &PgPool, ring: &KeyRing) -> Result<u64> {
         tx.commit().await?;
         done += 1;
     }
+    count("resealed", done);
+    count("reseal_failed", failed);
     if done > 0 {
         tracing::info!(keys = done, master_key = %first, "tenant keys sealed again with the first master key");
     }

@@ -13,6 +13,7 @@ pub mod projects;
 pub mod restores;
 pub mod retention;
 pub mod schedules;
+pub(crate) mod subject;
 pub mod tenants;
 pub mod webhooks;
 

@@ -386,58 +386,26 @@ pub async fn succeed(pool: &PgPool, id: RestoreId, lease: Lease, v: &Verificatio
     Ok(true)
 }
 
+fn subject() -> super::subject::Subject {
+    super::subject::Subject {
+        table: "restores",
+        noun: "restore",
+        event_columns: RESTORE_EVENT_COLUMNS,
+        running: RestoreStatus::Running.as_str(),
+        in_flight: RestoreStatus::names(&RestoreStatus::IN_FLIGHT),
+        given_up: |cause| RestoreStatus::given_up(cause).as_str(),
+        orphaned: RestoreStatus::Failed.as_str(),
+        job_kind: RESTORE_JOB,
+        failed: EventType::RestoreFailed,
+    }
+}
+
 /// The restore's side of its job's end, inside the queue's fenced transaction.
 pub(crate) async fn job_ended(conn: &mut PgConnection, id: RestoreId, end: SubjectEnd<'_>) -> Result<()> {
-    match end {
-        SubjectEnd::Retrying { error } => {
-            sqlx::query(
-                "UPDATE restores SET error_message = $2, phase = 'waiting to retry' WHERE id = $1 AND status = $3",
-            )
-            .bind(id)
-            .bind(error)
-            .bind(RestoreStatus::Running.as_str())
-            .execute(&mut *conn)
-            .await?;
-        }
-        SubjectEnd::Failed { error, cause } => {
-            let ended = sqlx::query_as::<_, RestoreEvent>(sqlx::AssertSqlSafe(format!(
-                "UPDATE restores SET status = $2, error_message = $3, phase = NULL, completed_at = now()
-                 WHERE id = $1 AND status = ANY($4) RETURNING {RESTORE_EVENT_COLUMNS}"
-            )))
-            .bind(id)
-            .bind(RestoreStatus::given_up(cause).as_str())
-            .bind(error)
-            .bind(RestoreStatus::names(&RestoreStatus::IN_FLIGHT))
-            .fetch_optional(&mut *conn)
-            .await?;
-            if let Some(ended) = ended {
-                ended.notify(conn, EventType::RestoreFailed).await?;
-            }
-        }
-    }
-    Ok(())
+    super::subject::job_ended::<RestoreEvent>(conn, &subject(), id.0, end).await
 }
 
 /// Ends in-flight restores that have no live job: `failed`, with their job's last error.
 pub(crate) async fn repair_orphaned(conn: &mut PgConnection, live_jobs: &[&str]) -> Result<u64> {
-    let repaired = sqlx::query_as::<_, RestoreEvent>(sqlx::AssertSqlSafe(format!(
-        "UPDATE restores r SET status = $2, phase = NULL, completed_at = now(),
-                error_message = 'its job ended without recording an outcome'
-                                || COALESCE(': ' || (SELECT j.last_error FROM jobs j WHERE j.subject_id = r.id
-                                                     ORDER BY j.updated_at DESC LIMIT 1), '')
-         WHERE r.status = ANY($1)
-           AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.subject_id = r.id AND j.kind = $3 AND j.state = ANY($4))
-         RETURNING {RESTORE_EVENT_COLUMNS}"
-    )))
-    .bind(RestoreStatus::names(&RestoreStatus::IN_FLIGHT))
-    .bind(RestoreStatus::Failed.as_str())
-    .bind(RESTORE_JOB)
-    .bind(live_jobs)
-    .fetch_all(&mut *conn)
-    .await?;
-    for ended in &repaired {
-        tracing::warn!(restore_id = %ended.id, "ended a restore left in flight without a job");
-        ended.notify(conn, EventType::RestoreFailed).await?;
-    }
-    Ok(repaired.len() as u64)
+    super::subject::repair_orphaned::<RestoreEvent>(conn, &subject(), live_jobs).await
 }
