@@ -1,4 +1,6 @@
-//! The archive format: one object that plain `zstd -d` turns into the engine's own dump.
+//! The archive format: one object that plain `zstd -d` turns into the engine's own dump, once
+//! decrypted where it is encrypted (see [`crate::envelope`]: an age file whose plaintext is
+//! what this module describes).
 //!
 //! An archive starts with a zstd *skippable frame* whose payload is `SVALBARD` followed by the
 //! JSON [`ArchiveHeader`]; standard decompressors skip that frame, so the rest is an ordinary

@@ -132,19 +132,31 @@ async fn create_backup(
     let tenant = auth.tenant_with(tenant, Role::Operator)?;
     let new = new_backup(&state, &body)?;
     idem.run(&state, &auth, &body, || async {
-        let storage = &state.storage;
-        let b = backups::create(
-            &state.pool,
-            tenant,
-            project,
-            planet,
-            |id| storage.backup_prefix(tenant, project, planet, id),
-            new,
-        )
-        .await?;
+        let b = start_backup(&state, tenant, project, planet, new).await?;
         Ok(Reply::created(location(&state, &backup_path(tenant, project, b.id)), b))
     })
     .await
+}
+
+/// Creates a backup of the planet, stored under the prefix its ids give: what every route that
+/// takes a backup (native or a profile's) does.
+pub(crate) async fn start_backup(
+    state: &State,
+    tenant: TenantId,
+    project: ProjectId,
+    planet: svalbard_core::ids::PlanetId,
+    new: NewBackup,
+) -> ApiResult<Backup> {
+    let storage = &state.storage;
+    Ok(backups::create(
+        &state.pool,
+        tenant,
+        project,
+        planet,
+        |id| storage.backup_prefix(tenant, project, planet, id),
+        new,
+    )
+    .await?)
 }
 
 /// Lists a planet's backups, newest first. Deleted backups show only with `status=deleted`.
@@ -358,8 +370,9 @@ struct ArchiveQuery {
 }
 
 /// A pre-signed download URL of a succeeded backup's archive (operator: an archive is the whole
-/// database). With `redirect=true`, a 302 to it. The archive is a zstd stream: `zstd -d` gives
-/// the engine's own dump. Every link issued is written to the audit log.
+/// database). With `redirect=true`, a 302 to it. The archive is encrypted for the tenant's key
+/// (`encryption: age`; see `GET /tenants/{tenantId}/keys/export`): `age -d`, then `zstd -d`,
+/// give the engine's own dump. Every link issued is written to the audit log.
 #[utoipa::path(
     tag = "backups",
     params(

@@ -18,7 +18,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use crate::auth::BasicOrBearer;
 use crate::error::{ApiError, ApiResult};
 use crate::routes::PlanetPath;
-use crate::routes::backups::{CreateBackup, archive_key, new_backup};
+use crate::routes::backups::{CreateBackup, archive_key, new_backup, start_backup};
 use crate::state::State;
 
 pub fn configure(cfg: &mut ServiceConfig) {
@@ -157,21 +157,14 @@ async fn connectware_backup(
     } = path.into_inner();
     let tenant = auth.tenant_with(tenant, Role::Operator)?;
     let new = new_backup(&state, &CreateBackup::default())?;
-    let storage = &state.storage;
-    let b = backups::create(
-        &state.pool,
-        tenant,
-        project,
-        planet,
-        |id| storage.backup_prefix(tenant, project, planet, id),
-        new,
-    )
-    .await?;
+    let b = start_backup(&state, tenant, project, planet, new).await?;
     Ok(HttpResponse::Accepted().json(ConnectwareOperation::from(&b)))
 }
 
 /// Downloads the newest succeeded backup file of the planet (operator), streamed, so that
-/// `curl --output` saves it. The file is a zstd stream (`zstd -d` gives the engine's dump).
+/// `curl --output` saves it. The file is encrypted for the tenant's key (age; see
+/// `GET /api/v1/tenants/{tenantId}/keys/export`): `age -d`, then `zstd -d`, give the engine's
+/// dump, and the upload restore takes it back as it is.
 #[utoipa::path(
     tag = "connectware",
     security(("basic" = []), ("bearer" = [])),

@@ -16,7 +16,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
-use crate::routes::backups::{CreateBackup, backup_path, download_url, new_backup};
+use crate::routes::backups::{CreateBackup, backup_path, download_url, new_backup, start_backup};
 use crate::routes::location;
 use crate::state::State;
 
@@ -127,7 +127,8 @@ pub struct DbaasCreated {
 /// The archive link envelope.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DbaasArchive {
-    /// Pre-signed GET URL of the archive (a zstd stream); short-lived.
+    /// Pre-signed GET URL of the archive (age-encrypted for the tenant's key unless stored in the
+    /// clear, then a zstd stream); short-lived.
     pub download_url: String,
 }
 
@@ -169,16 +170,7 @@ async fn dbaas_create_backup(state: State, auth: Auth, path: web::Path<DatabaseP
     let planet = planets::find(&state.pool, tenant, db).await?;
     let project = planet.project_id;
     let new = new_backup(&state, &CreateBackup::default())?;
-    let storage = &state.storage;
-    let b = backups::create(
-        &state.pool,
-        tenant,
-        project,
-        db,
-        |id| storage.backup_prefix(tenant, project, db, id),
-        new,
-    )
-    .await?;
+    let b = start_backup(&state, tenant, project, db, new).await?;
     let at = location(&state, &backup_path(tenant, project, b.id));
     let backup = DbaasBackup::from_backup(b)
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("a new backup is not scheduled")))?;

@@ -15,7 +15,7 @@ use crate::auth::Auth;
 use crate::error::ApiResult;
 use crate::extract::{ListQuery, OptionalJson};
 use crate::idempotency::{IdempotencyKey, Reply};
-use crate::routes::backups::{CreateBackup, backup_path, new_backup, status_filter};
+use crate::routes::backups::{CreateBackup, backup_path, new_backup, start_backup, status_filter};
 use crate::routes::{IdempotencyHeader, Paging, StatusFilter, location};
 use crate::state::State;
 
@@ -138,16 +138,7 @@ async fn guidewire_create_backup(
     let tenant = auth.tenant_with(tenant, Role::Operator)?;
     let new = new_backup(&state, &body)?;
     idem.run(&state, &auth, &body, || async {
-        let storage = &state.storage;
-        let b = backups::create(
-            &state.pool,
-            tenant,
-            project,
-            planet,
-            |id| storage.backup_prefix(tenant, project, planet, id),
-            new,
-        )
-        .await?;
+        let b = start_backup(&state, tenant, project, planet, new).await?;
         Ok(Reply::created(
             location(&state, &backup_path(tenant, project, b.id)),
             GuidewireBackup::from(b),
