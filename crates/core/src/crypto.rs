@@ -124,7 +124,8 @@ const CHECK_CONTEXT: &[u8] = b"key_check";
 /// with one of its keys. A process with another installation's keys would otherwise take this
 /// database's jobs and fail each of them on the first secret it cannot open. When the value was
 /// sealed with an older key of the ring, it is sealed again with the first one, so retiring the
-/// old key later keeps working.
+/// old key later keeps working, and the old key is recorded as retired: a ring that puts it
+/// first again is refused, so a stale process cannot undo a rotation.
 pub async fn verify_ring(pool: &sqlx::PgPool, ring: &KeyRing) -> anyhow::Result<()> {
     let fresh = ring.seal(CHECK_VALUE, CHECK_CONTEXT)?;
     sqlx::query("INSERT INTO key_check (key_id, sealed) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
@@ -132,9 +133,10 @@ pub async fn verify_ring(pool: &sqlx::PgPool, ring: &KeyRing) -> anyhow::Result<
         .bind(&fresh.bytes)
         .execute(pool)
         .await?;
-    let (key_id, bytes): (String, Vec<u8>) = sqlx::query_as("SELECT key_id, sealed FROM key_check")
-        .fetch_one(pool)
-        .await?;
+    let (key_id, bytes, retired): (String, Vec<u8>, Vec<String>) =
+        sqlx::query_as("SELECT key_id, sealed, retired_key_ids FROM key_check")
+            .fetch_one(pool)
+            .await?;
     let stored = Sealed { key_id, bytes };
     let opened = ring.open(&stored, CHECK_CONTEXT);
     if !matches!(&opened, Ok(v) if v == CHECK_VALUE) {
@@ -151,13 +153,28 @@ pub async fn verify_ring(pool: &sqlx::PgPool, ring: &KeyRing) -> anyhow::Result<
             stored.key_id,
         );
     }
+    if retired.contains(&fresh.key_id) {
+        anyhow::bail!(
+            "crypto.keys puts key `{}` first, but a rotation has already moved this control database from it to \
+             key `{}`: a process with this ring would seal secrets back to the old key. Put key `{}` first (the \
+             old one may stay after it).",
+            fresh.key_id,
+            stored.key_id,
+            stored.key_id,
+        );
+    }
     if stored.key_id != fresh.key_id {
-        sqlx::query("UPDATE key_check SET key_id = $1, sealed = $2, updated_at = now() WHERE key_id = $3")
-            .bind(&fresh.key_id)
-            .bind(&fresh.bytes)
-            .bind(&stored.key_id)
-            .execute(pool)
-            .await?;
+        // The key moved away from is recorded, so that no stale process can move back to it.
+        sqlx::query(
+            "UPDATE key_check SET key_id = $1, sealed = $2, updated_at = now(),
+                    retired_key_ids = array_append(array_remove(retired_key_ids, $3), $3)
+             WHERE key_id = $3",
+        )
+        .bind(&fresh.key_id)
+        .bind(&fresh.bytes)
+        .bind(&stored.key_id)
+        .execute(pool)
+        .await?;
         tracing::info!(from = %stored.key_id, to = %fresh.key_id, "key check value sealed again with the first key");
     }
     Ok(())

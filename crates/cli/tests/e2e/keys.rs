@@ -71,7 +71,8 @@ async fn a_worker_with_another_key_ring_refuses_to_start_and_a_rotated_ring_star
 
     // A rotation: the new key first, the old one after it. The worker starts, opens the
     // planet's password sealed with the old key, and seals the check value again with the new.
-    let rotated = format!("{},{SEAL_KEYS}", KeyRing::generate_spec("t2"));
+    let t2 = KeyRing::generate_spec("t2");
+    let rotated = format!("{t2},{SEAL_KEYS}");
     let mut worker = env.command("work", &rotated).spawn().unwrap();
     env.wait_status(id, "succeeded", Duration::from_secs(60)).await;
     assert_eq!(env.check_key().await.as_deref(), Some("t2"));
@@ -80,5 +81,15 @@ async fn a_worker_with_another_key_ring_refuses_to_start_and_a_rotated_ring_star
     let (status, stderr) = env.refused("work", SEAL_KEYS).await;
     assert!(!status.success());
     assert!(stderr.contains("sealed with key `t2`"), "{stderr}");
+    // And so is a stale ring that still puts the old key first: it would seal everything back.
+    for sub in ["work", "serve"] {
+        let (status, stderr) = env.refused(sub, &format!("{SEAL_KEYS},{t2}")).await;
+        assert!(!status.success(), "`svalbard {sub}` undid the rotation");
+        assert!(
+            stderr.contains("puts key `t1` first") && stderr.contains("Put key `t2` first"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(env.check_key().await.as_deref(), Some("t2"));
     source::drop(&src).await.unwrap();
 }
