@@ -76,8 +76,11 @@ pub trait Driver: Send + Sync {
     /// `None` when decompressing it in full is the only check there is.
     fn check_whole(&self, tool: &Tool, kind: &DumpFormat) -> Option<ToolCommand>;
 
-    /// Tables and rows in `database`, counted exactly.
-    async fn verify(&self, conn: &Connection, database: &str) -> Result<(i64, i64), JobError>;
+    /// Tables and rows in `database`, counted exactly: the totals of [`Driver::table_counts`].
+    async fn verify(&self, conn: &Connection, database: &str) -> Result<(i64, i64), JobError> {
+        let counts = self.table_counts(conn, database).await?;
+        Ok((i64::try_from(counts.len()).unwrap_or(i64::MAX), counts.values().sum()))
+    }
 
     /// Whether a database can be renamed, so `replace` can restore beside the target and swap.
     /// Without it, `replace` drops and recreates the target before loading.
@@ -304,20 +307,6 @@ impl Driver for Postgres {
 
     fn check_whole(&self, tool: &Tool, kind: &DumpFormat) -> Option<ToolCommand> {
         matches!(kind, DumpFormat::PgCustom(_)).then(|| pg::list_command(&tool.path))
-    }
-
-    async fn verify(&self, conn: &Connection, database: &str) -> Result<(i64, i64), JobError> {
-        let out = self
-            .run(
-                conn,
-                database,
-                "SELECT count(*) || '|' || COALESCE(sum((xpath('/row/c/text()', query_to_xml(
-                        format('SELECT count(*) AS c FROM %I.%I', schemaname, tablename), false, true, '')))[1]::text::bigint), 0)
-                 FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
-            )
-            .await?;
-        let (tables, rows) = out.split_once('|').unwrap_or(("0", "0"));
-        Ok((tables.trim().parse().unwrap_or(0), rows.trim().parse().unwrap_or(0)))
     }
 }
 
@@ -614,33 +603,5 @@ impl Driver for Mysql {
 
     fn check_whole(&self, _: &Tool, _: &DumpFormat) -> Option<ToolCommand> {
         None
-    }
-
-    async fn verify(&self, conn: &Connection, database: &str) -> Result<(i64, i64), JobError> {
-        let lit = crate::mysql::quote_literal(database);
-        let tables = self
-            .run(
-                conn,
-                None,
-                &format!(
-                    "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = {lit} AND TABLE_TYPE = 'BASE TABLE'"
-                ),
-            )
-            .await?;
-        let names: Vec<&str> = tables.lines().map(str::trim).filter(|t| !t.is_empty()).collect();
-        if names.is_empty() {
-            return Ok((0, 0));
-        }
-        let db = crate::mysql::quote_ident(database);
-        let sum = names
-            .iter()
-            .map(|t| format!("(SELECT COUNT(*) FROM {db}.{})", crate::mysql::quote_ident(t)))
-            .collect::<Vec<_>>()
-            .join(" + ");
-        let rows = self.run(conn, None, &format!("SELECT {sum}")).await?;
-        Ok((
-            i64::try_from(names.len()).unwrap_or(i64::MAX),
-            rows.trim().parse().unwrap_or(0),
-        ))
     }
 }
