@@ -418,10 +418,9 @@ impl RestoreJob {
                         })?,
                 ),
             },
-            None => Openers {
-                tenant_keys: keys::all(pool, &self.keys, tenant).await.map_err(transient)?,
-                data_key: None,
-            },
+            None => keys::upload_openers(pool, &self.keys, tenant)
+                .await
+                .map_err(transient)?,
         };
         let plain = openers
             .decrypt_prefix(&head, HEAD)

@@ -321,11 +321,8 @@ async fn plaintext_head(state: &State, tenant: TenantId, head: Vec<u8>) -> ApiRe
     if !envelope::is_encrypted(&head) {
         return Ok(head);
     }
-    let openers = envelope::Openers {
-        tenant_keys: svalbard_core::repo::keys::all(&state.pool, &state.keys, tenant).await?,
-        data_key: None,
-    };
-    openers
+    svalbard_core::repo::keys::upload_openers(&state.pool, &state.keys, tenant)
+        .await?
         .decrypt_prefix(&head, head.len())
         .map_err(|e| ApiError::invalid("archive", envelope::describe_decrypt_error(&e)))
 }

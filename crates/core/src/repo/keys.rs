@@ -127,6 +127,15 @@ pub async fn all(pool: &PgPool, ring: &KeyRing, tenant: TenantId) -> Result<Vec<
         .collect()
 }
 
+/// What opens an archive the tenant uploads: any of its keys (a stored backup opens with its
+/// own data key alone).
+pub async fn upload_openers(pool: &PgPool, ring: &KeyRing, tenant: TenantId) -> Result<crate::envelope::Openers> {
+    Ok(crate::envelope::Openers {
+        tenant_keys: all(pool, ring, tenant).await?,
+        data_key: None,
+    })
+}
+
 /// The versions of the tenant's key, newest first, without their secrets.
 pub async fn list(pool: &PgPool, tenant: TenantId) -> Result<Vec<KeyVersion>> {
     let mut conn = pool.acquire().await?;
